@@ -223,7 +223,11 @@ def read_beir(directory: str | Path, splits: Iterable[str] | None = None) -> Dat
     corpus = read_beir_corpus(d / "corpus.jsonl")
     questions = read_beir_queries(d / "queries.jsonl") if (d / "queries.jsonl").exists() else {}
     qrels_dir = d / "qrels"
-    names = list(splits) if splits is not None else sorted(p.stem for p in qrels_dir.glob("*.tsv"))
+    available = sorted(p.stem for p in qrels_dir.glob("*.tsv"))
+    names = list(splits) if splits is not None else available
+    for name in names:
+        if name not in available:
+            raise DataError(f"{d}: no split {name!r} (no qrels/{name}.tsv; splits: {', '.join(available) or 'none'})")
     qrels = {name: read_qrels_tsv(qrels_dir / f"{name}.tsv") for name in names}
     ds = Dataset(corpus, questions, qrels, name=d.name)
     ds.validate()

@@ -124,7 +124,16 @@ class DualEncoder(torch.nn.Module):
 
     def fingerprint(self) -> str:
         """Identifies weights + encoding settings: the cache key of passage embeddings."""
-        h = hashlib.sha256(json.dumps(asdict(replace(self.config, model="")), sort_keys=True).encode())
+        q, p = self.query_encoder, self.passage_encoder
+        settings = [
+            q.pooling,
+            q.normalize,
+            q.max_length,
+            p.max_length,
+            self.config.passage_with_title,
+            self.config.shared,
+        ]
+        h = hashlib.sha256(json.dumps(settings).encode())
         for name, tensor in self.passage_encoder.model.state_dict().items():
             h.update(name.encode())
             flat = tensor.detach().float().flatten()

@@ -1,0 +1,86 @@
+"""`python -m engine`: evaluate writes the documented JSON; bad input exits 2 with one clear line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"R@1", "R@5", "R@20", "R@100", "MRR@10", "nDCG@10", "Acc@1", "Acc@5", "Acc@20", "Acc@100"}
+
+
+def test_evaluate_bm25_writes_metrics(tiny_beir, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert (
+        main(["evaluate", "--data", str(tiny_beir), "--split", "test", "--retriever", "bm25", "--output", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert METRIC_KEYS <= result.keys()
+    assert result["num_questions"] == 2 and result["config"]["retriever"] == "bm25"
+    assert result["R@1"] == 100.0 and result["MRR@10"] == 100.0  # both test questions are lexically obvious
+    assert all(0 <= result[k] <= 100 for k in METRIC_KEYS)
+
+
+def test_evaluate_dense_and_hybrid(tiny_beir, tmp_path, tiny_model_dir):
+    for mode in ("dense", "hybrid"):
+        out = tmp_path / f"{mode}.json"
+        argv = [
+            "evaluate",
+            "--data",
+            str(tiny_beir),
+            "--split",
+            "train",
+            "--retriever",
+            mode,
+            "--model",
+            tiny_model_dir,
+        ]
+        assert main([*argv, "--cache", str(tmp_path / "cache"), "--output", str(out)]) == 0
+        assert json.loads(out.read_text())["R@100"] == 100.0  # 8 passages: everything is in the top 100
+
+
+def test_search_prints_hits(tiny_beir, capsys):
+    assert main(["search", "--data", str(tiny_beir), "--retriever", "bm25", "--k", "2", "Fresnel lens"]) == 0
+    assert "[lighthouse_0]" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_malformed_corpus_is_one_clear_line(tmp_path, capsys):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": \n')
+    assert main(["evaluate", "--data", str(tmp_path), "--retriever", "bm25"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corpus.jsonl:2" in err
+
+
+def test_unknown_split_is_reported(tiny_beir, capsys):
+    assert main(["evaluate", "--data", str(tiny_beir), "--split", "nope", "--retriever", "bm25"]) == 2
+    assert "no split 'nope'" in capsys.readouterr().err
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        assert parser.format_help().strip(), name
+        assert f"python -m engine {name}" in readme, f"`python -m engine {name}` is not documented in README.md"
+
+
+def test_module_entry_point_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "evaluate" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["evaluate", "index", "encode", "search"])
+def test_subcommand_help(command):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([command, "--help"])
+    assert e.value.code == 0

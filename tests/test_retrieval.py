@@ -1,0 +1,97 @@
+"""BM25, fusion and the retriever on a hand-written corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.data import read_beir
+from engine.fusion import FusionConfig, reciprocal_rank_fusion, score_mix
+from engine.retriever import MAX_QUESTION_CHARS, QueryError, build_retriever, clean_question
+from engine.sparse import BM25Index
+
+
+def test_rrf_hand_computed():
+    fused = dict(reciprocal_rank_fusion([["a", "b"], ["b", "c"]], [1.0, 1.0], c=60))
+    assert fused["a"] == pytest.approx(1 / 61)
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["c"] == pytest.approx(1 / 62)
+    assert [pid for pid, _ in reciprocal_rank_fusion([["a", "b"], ["b", "c"]], [1.0, 1.0])] == ["b", "a", "c"]
+
+
+def test_score_mix_hand_computed():
+    fused = dict(score_mix([["a", "b"], ["b", "a"]], [[10.0, 5.0], [0.9, 0.1]], [1.0, 0.5]))
+    assert fused == {"a": pytest.approx(1.0 + 0.0), "b": pytest.approx(0.0 + 0.5)}
+
+
+def test_bm25_finds_the_obvious_passage_and_round_trips(tiny_beir, tmp_path):
+    ds = read_beir(tiny_beir)
+    bm25 = BM25Index.build(ds.corpus)
+    assert bm25.search(["waggle dance of honeybees"], 3).ids[0][0] == "bees_0"
+    bm25.save(tmp_path)
+    assert BM25Index.load(tmp_path).search(["Fresnel lens"], 1).ids == [["lighthouse_0"]]
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t", "\x00\x01\x02", "x" * (MAX_QUESTION_CHARS + 1), None, 42])
+def test_bad_questions_get_a_clear_error(bad):
+    with pytest.raises(QueryError):
+        clean_question(bad)
+
+
+def test_control_characters_are_dropped():
+    assert clean_question("  who\x00 invented\x07 it? ") == "who invented it?"
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory, tiny_model_dir):
+    from conftest import write_tiny_beir
+
+    ds = read_beir(write_tiny_beir(tmp_path_factory.mktemp("d")))
+    return build_retriever(
+        ds.corpus, model=tiny_model_dir, cache_root=str(tmp_path_factory.mktemp("cache")), show_progress=False
+    )
+
+
+def test_modes_and_hit_fields(retriever):
+    assert retriever.modes == ["dense", "bm25", "hybrid"]
+    dense = retriever.search("waggle dance", k=3, mode="dense")
+    assert [h.rank for h in dense] == [1, 2, 3]
+    assert all(h.dense_score is not None and h.bm25_score is None for h in dense)
+    assert dense[0].dense_score >= dense[1].dense_score >= dense[2].dense_score
+    bm25 = retriever.search("waggle dance", k=3, mode="bm25")
+    assert bm25[0].passage.id == "bees_0" and bm25[0].bm25_rank == 1
+    hybrid = retriever.search("waggle dance", k=8, mode="hybrid")
+    assert hybrid[0].passage.id == "bees_0"
+    assert all(h.dense_rank is not None for h in hybrid)  # the whole tiny corpus is in the dense top-100
+
+
+def test_bm25_with_no_matching_term_returns_nothing(retriever):
+    assert retriever.search("zzzqqq", k=5, mode="bm25") == []
+
+
+def test_unknown_mode_and_missing_reranker(retriever):
+    with pytest.raises(ValueError, match="not available"):
+        retriever.search("bees", mode="colbert")
+    with pytest.raises(ValueError, match="no cross-encoder"):
+        retriever.search("bees", k=3, rerank_depth=3)
+
+
+def test_rerank_orders_by_cross_encoder(retriever, tiny_model_dir):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    retriever.reranker = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    try:
+        hits = retriever.search("honeybee colony queen", k=6, rerank_depth=4)
+    finally:
+        retriever.reranker = None
+    head, tail = hits[:4], hits[4:]
+    assert [h.ce_logit for h in head] == sorted((h.ce_logit for h in head), reverse=True)
+    assert all(0.0 <= h.ce_prob <= 1.0 for h in head)
+    assert all(h.ce_prob is None for h in tail) and [h.rank for h in hits] == list(range(1, 7))
+    assert sorted(h.first_stage_rank for h in head) == [1, 2, 3, 4]
+
+
+def test_fusion_config_rejects_unknown_method():
+    from engine.fusion import fuse
+
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse([["a"]], [[1.0]], FusionConfig(method="max"))
