@@ -1,0 +1,106 @@
+"""The app's configuration: command-line arguments and environment variables -> `AppConfig`.
+
+Precedence: a command-line flag, then its environment variable, then the default.
+
+| flag | env | meaning |
+|---|---|---|
+| `--data DIR` | `ROCKETQA_DATA` | any data the engine reads (BEIR dir, SQuAD json, `hf:NAME`) |
+| `--run DIR` | `ROCKETQA_RUN` | a pipeline run directory (trained models + decision files) |
+| `--model M` | `ROCKETQA_MODEL` | dual-encoder directory or hub id (default: the packaged MiniLM) |
+| `--cross-encoder M` | `ROCKETQA_CROSS_ENCODER` | cross-encoder directory or hub id |
+| `--db PATH` | `ROCKETQA_DB` | annotation database (default: `annotations.config.resolve_db_path`) |
+| `--cache DIR` | `ROCKETQA_CACHE` | embedding/index cache root |
+| `--host`, `--port` | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the server listens |
+| | `SPACE_ID` | set by Hugging Face Spaces: enables login and the hub default data |
+
+With no data configured the app serves the embedded sample (`demo/sample_data`), which needs no
+network. On a Space that can reach the hub (`SPACE_ID` set, `HF_HUB_OFFLINE` unset) the default
+is the public SQuAD dataset (`hf:squad`) instead; if that fails to load the sample is used and
+the app says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
+HUB_DEFAULT_DATA = "hf:squad"
+MAX_K = 20  # result slots in the Ask tab
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    data: str = ""  # "" = embedded sample (or the hub default on a Space)
+    run: str = ""  # pipeline run directory; "" = none
+    model: str = ""  # dual-encoder; "" = the run's latest model, else the packaged MiniLM
+    cross_encoder: str = ""  # "" = the run's step-2 model, else the packaged MiniLM (untrained head)
+    db: str = ""  # "" = annotations.config.resolve_db_path()
+    cache: str = ""  # "" = engine.cache.default_cache_root()
+    host: str = "127.0.0.1"
+    port: int = 7860
+    space_id: str = ""  # Hugging Face Space id when running on a Space
+    hub_access: bool = False  # the Hugging Face hub is expected to be reachable
+    default_k: int = 5
+    # background cross-encoder training offered when none is trained: a short run on the train split
+    ce_train_steps: int = 60  # optimisation steps (batch 16): ~2 minutes on a 2-core CPU for the sample
+    ce_train_negatives: int = 4  # negatives per question, sampled from the dense top-k
+    ce_train_depth: int = 20  # dense top-k the negatives are sampled from
+    highlight_min_prob: float = 0.5  # a sentence is highlighted as answer-bearing at or above this
+
+    @property
+    def on_space(self) -> bool:
+        return bool(self.space_id)
+
+    def resolved_data(self) -> str:
+        """The data the app loads: configured, else the hub default on a Space, else the sample."""
+        if self.data:
+            return self.data
+        if self.on_space and self.hub_access:
+            return HUB_DEFAULT_DATA
+        return str(SAMPLE_DATA)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="app.py", description="RocketQA workbench: ask, inspect hard negatives, annotate, audit.")
+    p.add_argument("--data", help="data directory or file the engine reads, or hf:NAME (env ROCKETQA_DATA)")
+    p.add_argument("--run", help="pipeline run directory (env ROCKETQA_RUN)")
+    p.add_argument("--model", help="dual-encoder directory or hub id (env ROCKETQA_MODEL)")
+    p.add_argument("--cross-encoder", dest="cross_encoder", help="cross-encoder directory or hub id (env ROCKETQA_CROSS_ENCODER)")
+    p.add_argument("--db", help="annotation database path (env ROCKETQA_DB)")
+    p.add_argument("--cache", help="embedding cache directory (env ROCKETQA_CACHE)")
+    p.add_argument("--host", help="address to listen on (env GRADIO_SERVER_NAME, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (env GRADIO_SERVER_PORT, default 7860)")
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Parse `argv` (default: none) over `env` (default: os.environ)."""
+    env = os.environ if env is None else env
+    args = parser().parse_args(list(argv or []))
+
+    def pick(flag: object, var: str, default: str = "") -> str:
+        return str(flag) if flag not in (None, "") else env.get(var, default)
+
+    space_id = env.get("SPACE_ID", "")
+    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    port = pick(args.port, "GRADIO_SERVER_PORT", "7860")
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise SystemExit(f"port must be a number, got {port!r}") from None
+    return AppConfig(
+        data=pick(args.data, "ROCKETQA_DATA"),
+        run=pick(args.run, "ROCKETQA_RUN"),
+        model=pick(args.model, "ROCKETQA_MODEL"),
+        cross_encoder=pick(args.cross_encoder, "ROCKETQA_CROSS_ENCODER"),
+        db=pick(args.db, "ROCKETQA_DB"),
+        cache=pick(args.cache, "ROCKETQA_CACHE"),
+        host=pick(args.host, "GRADIO_SERVER_NAME", "127.0.0.1"),
+        port=port_number,
+        space_id=space_id,
+        hub_access=bool(space_id) and not offline,
+    )

@@ -1,0 +1,180 @@
+"""Handlers of the Audit and Pipeline tabs: tables from the store and the run, plots, exports.
+
+The audit itself is `annotations.audit.audit_report`; this module only picks the run, turns the
+report into display tables, and draws the two plots (threshold sweep, calibration curve) with
+matplotlib. Pipeline tables come from the run directory's `metrics.json` files and its ablation
+outputs; `start_pipeline` runs steps in the background through `engine.pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from annotations import audit as store_audit  # noqa: E402
+from annotations import export as store_export  # noqa: E402
+from annotations.errors import AnnotationError, UnknownIdError  # noqa: E402
+from demo.handlers import AppError, run_id  # noqa: E402
+from demo.services import PIPELINE_JOB, Services  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditView:
+    message: str
+    precision: pd.DataFrame
+    confusion: pd.DataFrame
+    sweep: pd.DataFrame
+    agreement: pd.DataFrame
+    annotators: pd.DataFrame
+    sweep_plot: object | None  # matplotlib Figure
+    calibration_plot: object | None
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reset_index() if frame.index.name else frame
+    return frame.round(3) if not frame.empty else frame
+
+
+def _sweep_figure(table: pd.DataFrame, neg: float, pos: float):
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if not table.empty:
+        ax.plot(table["threshold"], table["precision_below"], label="precision of 'irrelevant' (p < t)")
+        ax.plot(table["threshold"], table["precision_above"], label="precision of 'relevant' (p ≥ t)")
+        ax.plot(table["threshold"], table["recall_above"], "--", label="recall of relevant (p ≥ t)")
+    for t, name in ((neg, "recommended neg"), (pos, "recommended pos")):
+        if not math.isnan(t):
+            ax.axvline(t, color="grey", linestyle=":", label=f"{name} = {t:.2f}")
+    ax.set_xlabel("cross-encoder probability threshold t")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Threshold sweep against human labels")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _calibration_figure(table: pd.DataFrame, brier: float):
+    fig, ax = plt.subplots(figsize=(4, 3.2))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    if not table.empty:
+        used = table[table["n"] > 0]
+        ax.plot(used["mean_prob"], used["frac_relevant"], "o-", label="cross-encoder")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("fraction judged relevant")
+    ax.set_title(f"Calibration (Brier {brier:.3f})" if not math.isnan(brier) else "Calibration (no labels yet)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def audit(services: Services) -> AuditView:
+    empty = pd.DataFrame()
+    try:
+        report = store_audit.audit_report(services.store, run_id(services))
+    except UnknownIdError as e:
+        return AuditView(f"No audit yet: {e}. Import a pipeline run (--run) and judge some items.", *[empty] * 5, None, None)
+    except AnnotationError as e:
+        raise AppError(str(e)) from None
+    sweep = report.sweep
+    message = " ".join(report.notes) + (
+        f" Human labels recommend neg threshold {sweep.recommended_neg_threshold:.2f} "
+        f"and pos threshold {sweep.recommended_pos_threshold:.2f} ({sweep.n_items} items)."
+    )
+    table = sweep.table
+    every = table[(table["threshold"] * 100).round().astype(int) % 5 == 0] if not table.empty else table
+    view = AuditView(
+        message,
+        _rounded(report.precision),
+        _rounded(report.confusion),
+        _rounded(every),
+        _rounded(report.agreement),
+        _rounded(report.annotators),
+        _sweep_figure(table, sweep.recommended_neg_threshold, sweep.recommended_pos_threshold),
+        _calibration_figure(report.calibration.table, report.calibration.brier),
+    )
+    plt.close("all")  # the figures are kept by the view; pyplot's registry must not grow per call
+    return view
+
+
+def export(services: Services, kind: str) -> str:
+    """Write an export of the annotations to a temporary file; returns its path."""
+    out_dir = Path(tempfile.mkdtemp(prefix="rocketqa-export-"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        if kind == "qrels":
+            result = store_export.export_qrels(services.store, out_dir / f"annotations-{stamp}.qrels")
+        elif kind == "jsonl":
+            result = store_export.export_jsonl(services.store, out_dir / f"annotations-{stamp}.jsonl")
+        else:
+            raise AppError(f"unknown export kind {kind!r}")
+    except AnnotationError as e:
+        raise AppError(str(e)) from None
+    return result.path
+
+
+# --- Pipeline -----------------------------------------------------------------------------
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[name] = value
+    return out
+
+
+def step_table(services: Services) -> pd.DataFrame:
+    """One row per pipeline step: done or not, and its metrics (nested keys flattened)."""
+    if services.run is None:
+        return pd.DataFrame(columns=["step", "done"])
+    rows = [{"step": s.step, "done": s.done, **_flatten(s.metrics)} for s in services.run.steps()]
+    frame = pd.DataFrame(rows)
+    keep = ["step", "done"] + [c for c in frame.columns if c not in ("step", "done") and frame[c].notna().any()]
+    return frame[keep[:40]].round(3)
+
+
+def ablation_view(services: Services) -> tuple[pd.DataFrame, str | None, str]:
+    """(ablation table, plot path, note) from the run directory."""
+    if services.run is None:
+        return pd.DataFrame(), None, "No pipeline run loaded (start the app with --run DIR)."
+    data, png, markdown = services.run.ablation()
+    if data is None:
+        return pd.DataFrame(), None, "No ablation results in this run directory."
+    rows = data.get("rows", data) if isinstance(data, dict) else data
+    try:
+        frame = pd.DataFrame(rows)
+    except ValueError:
+        frame = pd.DataFrame([_flatten(data)])
+    return frame.round(2), (str(png) if png else None), ""
+
+
+def start_pipeline(services: Services, steps: str = "1,2,3,4", preset: str = "cpu"):
+    """Run pipeline steps on the loaded data into the loaded run directory (or a new one), in the background."""
+    from engine import pipeline
+
+    if services.jobs.state(PIPELINE_JOB).running:
+        return services.jobs.state(PIPELINE_JOB)
+    output = services.run.dir if services.run is not None else Path(services.config.cache or tempfile.gettempdir()) / "app-run"
+    data = services.data_source
+    if not Path(data).is_dir():
+        raise AppError(f"the pipeline needs a data directory; {data!r} is not one")
+    wanted = [int(s) for s in str(steps).split(",") if s.strip()]
+
+    def job(progress):
+        return pipeline.run_pipeline(data, output, preset=preset, steps=wanted, progress=progress)
+
+    return services.jobs.start(PIPELINE_JOB, job)
