@@ -41,6 +41,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--index-factory", default="Flat", help="FAISS factory string, e.g. Flat (exact), HNSW32,Flat, IVF1024,PQ48"
     )
+    p.add_argument(
+        "--passage-max-length",
+        type=int,
+        default=None,
+        help="passage tokens (default: what the model declares, 256 for all-MiniLM-L6-v2; the RocketQA paper used 128)",
+    )
+
+
+def _encoder(args: argparse.Namespace):
+    from engine.dual_encoder import DualEncoder, DualEncoderConfig
+
+    overrides = {"passage_max_length": args.passage_max_length} if args.passage_max_length else {}
+    return (
+        DualEncoder.load(args.model, **overrides) if args.model else DualEncoder.build(DualEncoderConfig(**overrides))
+    )
 
 
 def _load(data: str, split: str | None = None):
@@ -63,6 +78,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         reranker=args.reranker,
         factory=args.index_factory,
         cache_root=args.cache,
+        passage_max_length=args.passage_max_length,
     )
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -90,6 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "reranker": args.reranker,
             "rerank_depth": args.rerank_depth,
             "index_factory": args.index_factory,
+            "passage_max_length": retriever.dense.passage_encoder.max_length if retriever.dense else None,
             "k": args.k,
             "corpus_size": len(ds.corpus),
         },
@@ -105,11 +122,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from engine.cache import cache_dir, cached_index, merge_shards
-    from engine.dual_encoder import DualEncoder
     from engine.index import DenseIndex
 
     ds = _load(args.data)
-    encoder = DualEncoder.load(args.model) if args.model else DualEncoder.build()
+    encoder = _encoder(args)
     t0 = time.perf_counter()
     if args.from_shards:
         directory, count = args.from_shards.rsplit(":", 1) if ":" in args.from_shards else (args.from_shards, None)
@@ -138,10 +154,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from engine.cache import Shard, encode_shard
-    from engine.dual_encoder import DualEncoder
 
     ds = _load(args.data)
-    encoder = DualEncoder.load(args.model) if args.model else DualEncoder.build()
+    encoder = _encoder(args)
     path = encode_shard(encoder, ds.corpus, Shard.parse(args.shard), args.output)
     print(f"wrote {path}")
     return 0
@@ -158,6 +173,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         reranker=args.reranker,
         factory=args.index_factory,
         cache_root=args.cache,
+        passage_max_length=args.passage_max_length,
         show_progress=False,
     )
     hits = retriever.search(args.question, k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth)

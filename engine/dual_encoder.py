@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from engine.data import Passage
-from engine.encoder import TextEncoder, default_model_path
+from engine.encoder import TextEncoder, default_model_path, read_st_settings
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "dual_encoder.json"
+PAPER_PASSAGE_MAX_LENGTH = 128  # RocketQA: max passage length (title + text)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,10 @@ class DualEncoderConfig:
     pooling: str | None = None  # "mean" | "cls"; None = what the model's sentence-transformers files say
     normalize: bool | None = None  # L2-normalise vectors; None = what the model's files say
     query_max_length: int = 32  # RocketQA paper: max question length 32 tokens
-    passage_max_length: int = 128  # RocketQA paper: max passage length 128 tokens (title + text)
+    # RocketQA paper: 128 tokens (title + text). None = the max length the model's own
+    # sentence-transformers files declare (256 for all-MiniLM-L6-v2, which reproduces
+    # sentence-transformers' embeddings exactly), else 128.
+    passage_max_length: int | None = None
     passage_with_title: bool = True  # encode "title. text" (DPR/RocketQA put the title in front)
 
     def resolved_model(self) -> str:
@@ -61,12 +65,14 @@ class DualEncoder(torch.nn.Module):
         """A fresh dual-encoder initialised from `config.model` (both towers from the same weights)."""
         config = config or DualEncoderConfig()
         path = config.resolved_model()
+        passage_max_length = config.passage_max_length or read_st_settings(path).get("max_length") or PAPER_PASSAGE_MAX_LENGTH
+        config = replace(config, passage_max_length=passage_max_length)
         query = TextEncoder.from_pretrained(path, config.pooling, config.normalize, config.query_max_length)
         if config.shared:
             passage = copy.copy(query)  # same torch modules, its own max length
-            passage.max_length = config.passage_max_length
+            passage.max_length = passage_max_length
         else:
-            passage = TextEncoder.from_pretrained(path, config.pooling, config.normalize, config.passage_max_length)
+            passage = TextEncoder.from_pretrained(path, config.pooling, config.normalize, passage_max_length)
         return cls(query, passage, config)
 
     @classmethod

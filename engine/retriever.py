@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, Passage
-from engine.dual_encoder import DualEncoder
+from engine.dual_encoder import DualEncoder, DualEncoderConfig
 from engine.fusion import FusionConfig, fuse
 from engine.index import DenseIndex
 from engine.sparse import BM25Index
@@ -177,6 +177,7 @@ def build_retriever(
     factory: str = "Flat",
     cache_root: str | None = None,
     show_progress: bool = True,
+    passage_max_length: int | None = None,
 ) -> Retriever:
     """Load models and indexes for a corpus (dense index from the embedding cache).
 
@@ -187,7 +188,8 @@ def build_retriever(
 
     dense = index = None
     if model is not None:
-        dense = DualEncoder.load(model) if model else DualEncoder.build()
+        overrides = {"passage_max_length": passage_max_length} if passage_max_length else {}
+        dense = DualEncoder.load(model, **overrides) if model else DualEncoder.build(DualEncoderConfig(**overrides))
         index = cached_index(dense, corpus, factory=factory, root=cache_root, show_progress=show_progress)
     sparse = BM25Index.build(corpus) if bm25 else None
     ce = CrossEncoder.load(reranker) if reranker else None

@@ -32,7 +32,6 @@ def test_embeddings_equal_sentence_transformers(minilm, minilm_path, max_length)
     theirs = st.encode(TEXTS, batch_size=3, convert_to_numpy=True)
     assert ours.shape == (4, 384)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
-    minilm.passage_encoder.max_length = 128
 
 
 def test_vectors_are_normalised_and_batching_does_not_matter(minilm):
@@ -43,10 +42,14 @@ def test_vectors_are_normalised_and_batching_does_not_matter(minilm):
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
 
 
-def test_query_and_passage_lengths_follow_the_paper_by_default(minilm_path):
+def test_default_lengths(minilm_path, tiny_model_dir):
     de = DualEncoder.build(DualEncoderConfig(model=minilm_path))
-    assert (de.query_encoder.max_length, de.passage_encoder.max_length) == (32, 128)
+    # questions: the paper's 32; passages: what the sentence-transformers model declares (256)
+    assert (de.query_encoder.max_length, de.passage_encoder.max_length) == (32, 256)
     assert de.query_encoder.model is de.passage_encoder.model  # shared towers
+    plain = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))  # no sentence-transformers files
+    assert plain.passage_encoder.max_length == 128  # the paper's value
+    assert DualEncoder.build(DualEncoderConfig(model=minilm_path, passage_max_length=64)).passage_encoder.max_length == 64
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -71,7 +74,7 @@ def test_saved_model_loads_in_sentence_transformers(tmp_path, tiny_model_dir):
     de = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir, passage_with_title=False))
     de.save(tmp_path / "m")
     st = SentenceTransformer(str(tmp_path / "m"), device="cpu")
-    assert st.max_seq_length == 128
+    assert st.max_seq_length == 128  # a plain Hugging Face model gets the paper's passage length
     np.testing.assert_allclose(
         st.encode(TEXTS), de.encode_passages([Passage(str(i), t) for i, t in enumerate(TEXTS)]), atol=1e-5
     )
