@@ -143,9 +143,16 @@ def all_reduce_gradients(parameters, op: str = "sum") -> None:
     if not is_distributed():
         return
     params = [p for p in parameters if p.requires_grad]
-    for p in params:  # a parameter unused on this rank still takes part in the collective
+    # parameters that no rank used (e.g. an unused pooler) keep grad None, as in one process, so
+    # the optimiser skips them; one used elsewhere but not here takes part with zeros
+    used = _comm_device(torch.tensor([p.grad is not None for p in params], dtype=torch.float32))
+    dist.all_reduce(used, op=dist.ReduceOp.MAX)
+    params = [p for p, u in zip(params, used.tolist()) if u > 0]
+    for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+    if not params:
+        return
     grads = [p.grad for p in params]
     flat = _comm_device(torch.cat([g.reshape(-1) for g in grads]))
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
