@@ -46,6 +46,7 @@ class AppConfig:
     hub_access: bool = False  # the Hugging Face hub is expected to be reachable
     default_k: int = 5
     # background cross-encoder training offered when none is trained: a short run on the train split
+    ce_base_model: str = ""  # model the background training starts from; "" = the packaged MiniLM
     ce_train_steps: int = 60  # optimisation steps (batch 16): ~2 minutes on a 2-core CPU for the sample
     ce_train_negatives: int = 4  # negatives per question, sampled from the dense top-k
     ce_train_depth: int = 20  # dense top-k the negatives are sampled from
@@ -65,11 +66,15 @@ class AppConfig:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="app.py", description="RocketQA workbench: ask, inspect hard negatives, annotate, audit.")
+    p = argparse.ArgumentParser(
+        prog="app.py", description="RocketQA workbench: ask, inspect hard negatives, annotate, audit."
+    )
     p.add_argument("--data", help="data directory or file the engine reads, or hf:NAME (env ROCKETQA_DATA)")
     p.add_argument("--run", help="pipeline run directory (env ROCKETQA_RUN)")
     p.add_argument("--model", help="dual-encoder directory or hub id (env ROCKETQA_MODEL)")
-    p.add_argument("--cross-encoder", dest="cross_encoder", help="cross-encoder directory or hub id (env ROCKETQA_CROSS_ENCODER)")
+    p.add_argument(
+        "--cross-encoder", dest="cross_encoder", help="cross-encoder directory or hub id (env ROCKETQA_CROSS_ENCODER)"
+    )
     p.add_argument("--db", help="annotation database path (env ROCKETQA_DB)")
     p.add_argument("--cache", help="embedding cache directory (env ROCKETQA_CACHE)")
     p.add_argument("--host", help="address to listen on (env GRADIO_SERVER_NAME, default 127.0.0.1)")

@@ -121,7 +121,11 @@ def ask(services: Services, question: object, k: object = 5, mode: str = "dense"
             row["highlight_prob"] = hl.prob
     qid = question_id_for(services, text)
     services.remember_question(qid, text)
-    notice = "" if reranked else "No trained cross-encoder yet: passages are in first-stage order and no probabilities are shown."
+    notice = (
+        ""
+        if reranked
+        else "No trained cross-encoder yet: passages are in first-stage order and no probabilities are shown."
+    )
     if not rows:
         notice = (notice + " " if notice else "") + "Nothing matched this question."
     return AskResult(qid, text, mode, rows, reranked, notice, time.perf_counter() - t0)
@@ -138,7 +142,9 @@ def row_highlight(row: dict) -> Highlight | None:
 
 def check_annotator(annotator: object) -> str:
     if not isinstance(annotator, str) or not annotator.strip():
-        raise AppError("No annotator identity: enter your name (or log in on a Space) before judging. Nothing was written.")
+        raise AppError(
+            "No annotator identity: enter your name (or log in on a Space) before judging. Nothing was written."
+        )
     name = annotator.strip()
     if len(name) > 100 or not name.isprintable():
         raise AppError("An annotator name must be printable and at most 100 characters. Nothing was written.")
@@ -193,15 +199,30 @@ def judge(
         store_judgments.ensure_passages(services.store, [(passage.id, passage.title, passage.text)])
         if value is None:
             return store_judgments.skip(
-                services.store, name, question_id, passage_id, suggestion_visible=suggestion_visible, seconds=seconds, note=note,
+                services.store,
+                name,
+                question_id,
+                passage_id,
+                suggestion_visible=suggestion_visible,
+                seconds=seconds,
+                note=note,
                 stratum="adhoc",
             )
         return store_judgments.judge(
-            services.store, name, question_id, passage_id, value, suggestion_visible=suggestion_visible, seconds=seconds,
-            note=note, stratum="adhoc",
+            services.store,
+            name,
+            question_id,
+            passage_id,
+            value,
+            suggestion_visible=suggestion_visible,
+            seconds=seconds,
+            note=note,
+            stratum="adhoc",
         )
     except UnknownIdError:
-        raise AppError(f"unknown question id {question_id!r}: ask it first or use an id from the data. Nothing was written.") from None
+        raise AppError(
+            f"unknown question id {question_id!r}: ask it first or use an id from the data. Nothing was written."
+        ) from None
     except AnnotationError as e:
         raise AppError(f"{e}. Nothing was written.") from None
 
@@ -231,7 +252,9 @@ def next_item(services: Services, annotator: object) -> tuple[QueueItem | None, 
     return items[0], ""
 
 
-def judge_item(services: Services, annotator: object, item: dict, grade: object, seconds: float | None, blind: bool) -> int:
+def judge_item(
+    services: Services, annotator: object, item: dict, grade: object, seconds: float | None, blind: bool
+) -> int:
     """Record the grade (or skip) of a queue item; the store links it to the machine decision."""
     name = check_annotator(annotator)
     if not item:
@@ -263,4 +286,3 @@ def progress(services: Services, annotator: str) -> tuple[int, int]:
         mine = len(store_judgments.current_labels(services.store, annotator=annotator.strip()))
     total = len(services.run.decisions()) if services.run is not None else 0
     return mine, total
-

@@ -50,7 +50,13 @@ def redecide(frame: pd.DataFrame, neg_threshold: float, pos_threshold: float) ->
         if scored.empty:
             continue
         cands = [
-            Candidate(r.passage_id, None if pd.isna(r.dense_rank) else int(r.dense_rank), None, float(r.ce_prob), bool(r.is_labelled_positive))
+            Candidate(
+                r.passage_id,
+                None if pd.isna(r.dense_rank) else int(r.dense_rank),
+                None,
+                float(r.ce_prob),
+                bool(r.is_labelled_positive),
+            )
             for r in scored.itertuples()
         ]
         if step == "augment":
@@ -81,14 +87,18 @@ def _preview_frame(services: Services, question_id: str, k: int) -> pd.DataFrame
     if frame.empty:
         return frame
     if services.ce_trained:
-        cands = [Candidate(r["passage_id"], r["dense_rank"], None, r["ce_prob"], r["is_labelled_positive"]) for r in rows]
+        cands = [
+            Candidate(r["passage_id"], r["dense_rank"], None, r["ce_prob"], r["is_labelled_positive"]) for r in rows
+        ]
         frame["decision"] = [d.decision for d in denoise.decide(cands, 0.1)]
     else:
         frame["decision"] = ["positive" if r["is_labelled_positive"] else "(no cross-encoder)" for r in rows]
     return frame
 
 
-def question_view(services: Services, question_id: str, k: int, neg_threshold: float, pos_threshold: float) -> tuple[str, pd.DataFrame]:
+def question_view(
+    services: Services, question_id: str, k: int, neg_threshold: float, pos_threshold: float
+) -> tuple[str, pd.DataFrame]:
     """(HTML with the question and its gold passage(s), the candidates table)."""
     if not question_id:
         return notice("Pick a training question."), pd.DataFrame(columns=TABLE_COLUMNS)

@@ -62,9 +62,13 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 def hit_card(row: dict, highlight: Highlight | None = None, ce_trained: bool = False) -> str:
     """One ranked passage as a card: rank, scores side by side, title, text."""
-    scores = [f"<span class='score dense'>dense {fmt(row.get('dense_score'))} (rank {esc(row.get('dense_rank') or '–')})</span>"]
+    scores = [
+        f"<span class='score dense'>dense {fmt(row.get('dense_score'))} (rank {esc(row.get('dense_rank') or '–')})</span>"
+    ]
     if row.get("bm25_score") is not None:
-        scores.append(f"<span class='score bm25'>BM25 {fmt(row.get('bm25_score'), 2)} (rank {esc(row.get('bm25_rank') or '–')})</span>")
+        scores.append(
+            f"<span class='score bm25'>BM25 {fmt(row.get('bm25_score'), 2)} (rank {esc(row.get('bm25_rank') or '–')})</span>"
+        )
     if ce_trained and row.get("ce_prob") is not None:
         scores.append(f"<span class='score ce'>cross-encoder p = {fmt(row.get('ce_prob'))}</span>")
     title = f"<b>{esc(row.get('title') or '')}</b> " if row.get("title") else ""

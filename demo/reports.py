@@ -83,7 +83,9 @@ def audit(services: Services) -> AuditView:
     try:
         report = store_audit.audit_report(services.store, run_id(services))
     except UnknownIdError as e:
-        return AuditView(f"No audit yet: {e}. Import a pipeline run (--run) and judge some items.", *[empty] * 5, None, None)
+        return AuditView(
+            f"No audit yet: {e}. Import a pipeline run (--run) and judge some items.", *[empty] * 5, None, None
+        )
     except AnnotationError as e:
         raise AppError(str(e)) from None
     sweep = report.sweep
@@ -163,18 +165,65 @@ def ablation_view(services: Services) -> tuple[pd.DataFrame, str | None, str]:
 
 
 def start_pipeline(services: Services, steps: str = "1,2,3,4", preset: str = "cpu"):
-    """Run pipeline steps on the loaded data into the loaded run directory (or a new one), in the background."""
+    """Run pipeline steps on the loaded data into the loaded run directory (or a new one), in the background.
+
+    When it finishes, the app switches to the run: its latest dual-encoder (index from the cache),
+    its cross-encoder, and its decisions (imported into the annotation store).
+    """
     from engine import pipeline
+    from engine.config import PRESETS
+    from engine.config import preset as make_preset
 
     if services.jobs.state(PIPELINE_JOB).running:
         return services.jobs.state(PIPELINE_JOB)
-    output = services.run.dir if services.run is not None else Path(services.config.cache or tempfile.gettempdir()) / "app-run"
-    data = services.data_source
-    if not Path(data).is_dir():
-        raise AppError(f"the pipeline needs a data directory; {data!r} is not one")
-    wanted = [int(s) for s in str(steps).split(",") if s.strip()]
+    if preset not in PRESETS:
+        raise AppError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    try:
+        wanted = sorted({int(s) for s in str(steps).split(",") if s.strip()})
+    except ValueError:
+        raise AppError(f"steps must be numbers 1-4 separated by commas, got {steps!r}") from None
+    if not wanted or not set(wanted) <= {1, 2, 3, 4}:
+        raise AppError(f"steps must be among 1, 2, 3, 4, got {steps!r}")
+    root = Path(services.config.cache) if services.config.cache else Path(tempfile.gettempdir())
+    output = (
+        services.run.dir
+        if services.run is not None
+        else root / f"app-run-{preset}-{services.dataset.corpus.fingerprint()}"
+    )
 
     def job(progress):
-        return pipeline.run_pipeline(data, output, preset=preset, steps=wanted, progress=progress)
+        run = pipeline.open_run(
+            services.data_source, output, make_preset(preset), dataset=services.dataset, progress=progress
+        )
+        return pipeline.run_pipeline(run, wanted)
 
-    return services.jobs.start(PIPELINE_JOB, job)
+    def done(_results) -> None:
+        use_run(services, output)
+
+    return services.jobs.start(PIPELINE_JOB, job, on_done=done)
+
+
+def use_run(services: Services, directory: str | Path) -> None:
+    """Switch the app to a (finished) run directory: models, decisions, import into the store."""
+    from demo.run import RunView
+    from demo.services import start_decision_import
+    from engine.cross_encoder import CrossEncoder
+    from engine.retriever import build_retriever
+
+    run = RunView(directory)
+    services.run = run
+    if run.dual_encoder_dir() is not None:
+        retriever = build_retriever(
+            services.dataset.corpus,
+            model=str(run.dual_encoder_dir()),
+            cache_root=services.config.cache or None,
+            show_progress=False,
+        )
+        retriever.reranker = services.cross_encoder
+        services.retriever = retriever
+    if run.cross_encoder_dir() is not None:
+        ce = CrossEncoder.load(run.cross_encoder_dir())
+        if ce.is_trained:
+            services.set_cross_encoder(ce)
+    if run.decision_files():
+        start_decision_import(services)

@@ -104,7 +104,9 @@ class RunView:
         return out
 
     def decision_files(self) -> list[Path]:
-        return [self.dir / s / "decisions.jsonl" for s in DECISION_STEPS if (self.dir / s / "decisions.jsonl").is_file()]
+        return [
+            self.dir / s / "decisions.jsonl" for s in DECISION_STEPS if (self.dir / s / "decisions.jsonl").is_file()
+        ]
 
     def decisions(self) -> pd.DataFrame:
         """All decision records of steps 3 and 4 (empty frame with the documented columns if none)."""

@@ -14,6 +14,7 @@ for scores.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -29,7 +30,7 @@ from demo.config import SAMPLE_DATA, AppConfig
 from demo.jobs import JobRunner, JobState, Progress
 from demo.run import RunView
 from engine.cache import default_cache_root
-from engine.cross_encoder import CrossEncoder
+from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
 from engine.data import DataError, Dataset
 from engine.readers import load_any
 from engine.retriever import Retriever, build_retriever
@@ -134,7 +135,10 @@ def load_services(config: AppConfig, import_run: bool = True) -> Services:
     db = resolve_db_path(env)
     if config.on_space and db.ephemeral:
         notices.append(db.notice)
-    services = Services(config, dataset, source, retriever, Store(db.store_config()), db, JobRunner(), run, notices=notices)
+    services = Services(
+        config, dataset, source, retriever, Store(db.store_config()), db, JobRunner(), run, notices=notices
+    )
+    services.store.read(lambda _db: None)  # create / migrate now: a bad database file fails at start-up, clearly
 
     ce_path = _find_cross_encoder(config, run, services.trained_ce_dir())
     if ce_path:
@@ -150,7 +154,9 @@ def load_services(config: AppConfig, import_run: bool = True) -> Services:
         "cross_encoder_s": t_ce - t_index,
         "total_s": t_ce - t0,
     }
-    log.info("services loaded in %.1f s (%s)", t_ce - t0, ", ".join(f"{k}={v:.1f}" for k, v in services.timings.items()))
+    log.info(
+        "services loaded in %.1f s (%s)", t_ce - t0, ", ".join(f"{k}={v:.1f}" for k, v in services.timings.items())
+    )
     if import_run and run is not None and run.decision_files():
         start_decision_import(services)
     return services
@@ -218,9 +224,13 @@ def start_cross_encoder_training(services: Services) -> JobState:
         progress(0.0, "sampling negatives from the dense top-k")
         examples = ce_training_examples(services)
         progress(0.02, "loading the base model")
-        ce = CrossEncoder.build()
+        ce = CrossEncoder.build(CrossEncoderConfig(model=config.ce_base_model))
+        batch = CrossTrainConfig().batch_size
+        steps_per_epoch = max(1, len(examples) * (1 + config.ce_train_negatives) // batch)
         train_config = CrossTrainConfig(
-            max_steps=config.ce_train_steps, negatives_per_positive=config.ce_train_negatives, epochs=100
+            max_steps=config.ce_train_steps,
+            negatives_per_positive=config.ce_train_negatives,
+            epochs=max(1, math.ceil(config.ce_train_steps / steps_per_epoch)),
         )
         result = train_cross_encoder(ce, examples, services.dataset.corpus, train_config, progress=progress)
         log.info("cross-encoder trained: %d steps in %.0f s", result.steps, result.seconds)

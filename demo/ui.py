@@ -81,11 +81,13 @@ def ce_status_html(services: Services) -> str:
     if services.ce_trained:
         prov = services.cross_encoder.config.provenance or {}
         where = prov.get("upstream") or services.cross_encoder.config.model
-        return notice(f"Cross-encoder: trained ({where}). Probabilities and re-ranking are shown.") + _job_html(state, "Training")
-    if state.running:
-        return notice("No trained cross-encoder yet — training one now; it is used as soon as it is done.", "warn") + _job_html(
+        return notice(f"Cross-encoder: trained ({where}). Probabilities and re-ranking are shown.") + _job_html(
             state, "Training"
         )
+    if state.running:
+        return notice(
+            "No trained cross-encoder yet — training one now; it is used as soon as it is done.", "warn"
+        ) + _job_html(state, "Training")
     minutes = estimate_ce_minutes(services.config)
     return notice(
         f"No trained cross-encoder yet — train one (≈{minutes:.0f} min on this CPU). Until then no cross-encoder "
@@ -114,23 +116,33 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
     ce_status = gr.HTML(ce_status_html(services), elem_id="ce-status")
     train = gr.Button("Train a cross-encoder", visible=not services.ce_trained, elem_id="train-ce")
     with gr.Row():
-        question = gr.Textbox(label="Question", placeholder="Ask something about the corpus…", elem_id="ask-question", scale=4)
+        question = gr.Textbox(
+            label="Question", placeholder="Ask something about the corpus…", elem_id="ask-question", scale=4
+        )
         k = gr.Slider(1, MAX_K, value=services.config.default_k, step=1, label="k", elem_id="ask-k", scale=1)
-        mode = gr.Radio(services.retriever.modes, value=services.retriever.modes[0], label="Retrieval", elem_id="ask-mode", scale=1)
+        mode = gr.Radio(
+            services.retriever.modes, value=services.retriever.modes[0], label="Retrieval", elem_id="ask-mode", scale=1
+        )
     go = gr.Button("Ask", variant="primary", elem_id="ask-button")
     summary = gr.HTML(elem_id="ask-summary")
     hits_state = gr.State([])
     qid_state = gr.State("")
     with gr.Row():
         selected = gr.Radio([], label="Judge the selected passage (keys 0-3, s)", elem_id="ask-select", scale=3)
-        key_buttons = {g: gr.Button(str(g), size="sm", elem_id=f"ask-key-{g}", min_width=40, scale=0) for g in ("0", "1", "2", "3", "s")}
+        key_buttons = {
+            g: gr.Button(str(g), size="sm", elem_id=f"ask-key-{g}", min_width=40, scale=0)
+            for g in ("0", "1", "2", "3", "s")
+        }
     judged = gr.HTML(elem_id="ask-judged")
     groups, cards, slot_buttons = [], [], []
     for i in range(MAX_K):
         with gr.Group(visible=False) as group:
             card = gr.HTML(elem_id=f"hit-{i}")
             with gr.Row():
-                buttons = [gr.Button(f"{g}: {handlers.GRADE_NAMES[g][2:]}", size="sm", elem_id=f"hit-{i}-grade-{g}") for g in range(4)]
+                buttons = [
+                    gr.Button(f"{g}: {handlers.GRADE_NAMES[g][2:]}", size="sm", elem_id=f"hit-{i}-grade-{g}")
+                    for g in range(4)
+                ]
         groups.append(group)
         cards.append(card)
         slot_buttons.append(buttons)
@@ -150,7 +162,9 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
         for i in range(MAX_K):
             updates.append(gr.update(visible=i < n))
         for i in range(MAX_K):
-            updates.append(hit_card(result.hits[i], handlers.row_highlight(result.hits[i]), result.reranked) if i < n else "")
+            updates.append(
+                hit_card(result.hits[i], handlers.row_highlight(result.hits[i]), result.reranked) if i < n else ""
+            )
         return updates
 
     outputs = [summary, hits_state, qid_state, selected, *groups, *cards]
@@ -198,7 +212,10 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
     train.click(start_training, None, [ce_status, train], api_name="train_cross_encoder")
     timer = gr.Timer(2.0)
     timer.tick(
-        lambda: (ce_status_html(services), gr.update(visible=not services.ce_trained and not services.jobs.state(CE_JOB).running)),
+        lambda: (
+            ce_status_html(services),
+            gr.update(visible=not services.ce_trained and not services.jobs.state(CE_JOB).running),
+        ),
         None,
         [ce_status, train],
         api_visibility="private",
@@ -214,7 +231,13 @@ def _negatives_tab(services: Services) -> None:
     with gr.Row():
         search = gr.Textbox(label="Search questions", elem_id="neg-search", scale=2)
         choices = negatives.training_questions(services)
-        pick = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Training question", elem_id="neg-question", scale=3)
+        pick = gr.Dropdown(
+            choices,
+            value=choices[0][1] if choices else None,
+            label="Training question",
+            elem_id="neg-question",
+            scale=3,
+        )
     with gr.Row():
         k = gr.Slider(5, 50, value=20, step=1, label="top-k (preview)")
         neg = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="negative threshold (paper 0.1)", elem_id="neg-threshold")
@@ -269,7 +292,12 @@ def _annotate_tab(services: Services, annotator: gr.Textbox):
     def render_item(name: str, blind_mode: bool, profile: gr.OAuthProfile | None, message: str = ""):
         who = _identity(services, name, profile)
         if not who:
-            return notice("Enter your name above (or log in) to annotate: no identity, no write.", "warn"), {}, 0.0, message
+            return (
+                notice("Enter your name above (or log in) to annotate: no identity, no write.", "warn"),
+                {},
+                0.0,
+                message,
+            )
         try:
             item, why = handlers.next_item(services, who)
         except AppError as e:
@@ -278,9 +306,18 @@ def _annotate_tab(services: Services, annotator: gr.Textbox):
         progress = f"{message} {who}: {mine} judged" + (f" of {total} machine decisions in the run." if total else ".")
         if item is None:
             return notice(why, "info"), {}, 0.0, notice(progress.strip())
-        suggestion = "" if blind_mode else f"{item.decision} (cross-encoder p = {item.ce_prob if item.ce_prob is not None else '–'}, dense rank {item.dense_rank})"
+        suggestion = (
+            ""
+            if blind_mode
+            else f"{item.decision} (cross-encoder p = {item.ce_prob if item.ce_prob is not None else '–'}, dense rank {item.dense_rank})"
+        )
         card = item_card(item.question_text, item.passage_title, item.passage_text, suggestion)
-        return card + f"<div class='stratum'>queue stratum: {item.stratum}</div>", item.__dict__, time.time(), notice(progress.strip())
+        return (
+            card + f"<div class='stratum'>queue stratum: {item.stratum}</div>",
+            item.__dict__,
+            time.time(),
+            notice(progress.strip()),
+        )
 
     def grade_handler(grade: str):
         def grade_item(name: str, blind_mode: bool, item: dict, t0: float, profile: gr.OAuthProfile | None):
@@ -345,13 +382,17 @@ def _audit_tab(services: Services) -> None:
 
 
 def pipeline_status_html(services: Services) -> str:
-    return _job_html(services.jobs.state(PIPELINE_JOB), "Pipeline") + _job_html(services.jobs.state(IMPORT_JOB), "Decision import")
+    return _job_html(services.jobs.state(PIPELINE_JOB), "Pipeline") + _job_html(
+        services.jobs.state(IMPORT_JOB), "Decision import"
+    )
 
 
 def _pipeline_tab(services: Services) -> None:
     note = "" if services.run else "No pipeline run loaded: start the app with `--run DIR` to see a run's metrics."
     gr.Markdown("Per-step metrics of the run, its ablation, and a background runner. " + note)
-    steps = gr.Dataframe(reports.step_table(services), label="Steps (metrics.json)", interactive=False, elem_id="pipeline-steps")
+    steps = gr.Dataframe(
+        reports.step_table(services), label="Steps (metrics.json)", interactive=False, elem_id="pipeline-steps"
+    )
     table, png, ablation_note = reports.ablation_view(services)
     gr.Dataframe(table, label="Ablation", interactive=False)
     gr.Image(png, label="Ablation plot", visible=png is not None)
@@ -372,7 +413,13 @@ def _pipeline_tab(services: Services) -> None:
 
     start.click(run, [which, preset], status, api_name="start_pipeline")
     timer = gr.Timer(2.0)
-    timer.tick(lambda: (pipeline_status_html(services), reports.step_table(services)), None, [status, steps], api_visibility="private", show_progress="hidden")
+    timer.tick(
+        lambda: (pipeline_status_html(services), reports.step_table(services)),
+        None,
+        [status, steps],
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
     def pipeline_status_api() -> str:
         return pipeline_status_html(services)
@@ -409,7 +456,9 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Pipeline", id="pipeline", elem_id="tab-pipeline"):
                 _pipeline_tab(services)
         neg_tab.select(view, [pick, k, neg, pos], [head, table], api_visibility="private")
-        neg_tab.select(lambda a, b: negatives.decision_counts(services, a, b), [neg, pos], counts, api_visibility="private")
+        neg_tab.select(
+            lambda a, b: negatives.decision_counts(services, a, b), [neg, pos], counts, api_visibility="private"
+        )
         ann_tab.select(render_item, [annotator, blind], ann_outputs, api_visibility="private")
         audit_tab.select(show_audit, None, audit_outputs, api_visibility="private")
 
@@ -423,7 +472,9 @@ def build_app(services: Services) -> gr.Blocks:
             return {"question_id": r.question_id, "question": r.question, "mode": r.mode, "reranked": r.reranked,
                     "cross_encoder_trained": services.ce_trained, "notice": r.notice, "hits": hits}  # fmt: skip
 
-        def judge_api(annotator: str, question_id: str, passage_id: str, grade: str, profile: gr.OAuthProfile | None = None) -> int:
+        def judge_api(
+            annotator: str, question_id: str, passage_id: str, grade: str, profile: gr.OAuthProfile | None = None
+        ) -> int:
             """Store a judgment (grade 0-3 or 'skip'); returns the judgment id. On a Space the logged-in user is the annotator."""
             try:
                 return handlers.judge(services, _identity(services, annotator, profile), question_id, passage_id, grade)
