@@ -5,7 +5,7 @@ applied. Opening a database applies the missing migrations in one `BEGIN IMMEDIA
 (so two processes opening a new file at once cannot both migrate it), and refuses, with a clear
 error and without writing anything:
 
-- a file that is not SQLite at all (checked from the 16-byte file header before SQLite opens it);
+- a file that is not SQLite at all (SQLite reports SQLITE_NOTADB on the first read; nothing is written);
 - an SQLite file that belongs to another application (`application_id`, or foreign tables);
 - a database made by a newer version of this code (`user_version` above the latest migration).
 
@@ -28,7 +28,6 @@ from .errors import StoreFormatError
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x52514131  # "RQA1": marks a file as a RocketQA workbench annotation store
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 DECISIONS = (
     "positive",
@@ -141,16 +140,11 @@ MIGRATIONS: list[list[str]] = [
 LATEST_VERSION = len(MIGRATIONS)
 
 
-def check_file_header(path: Path) -> None:
-    """Refuse a path that exists but is not an SQLite database (before SQLite touches it)."""
+def check_path(path: Path) -> None:
+    """Refuse a directory. The file itself is never opened here: opening and closing a database file
+    outside SQLite would drop the POSIX locks SQLite holds on it in other threads of this process."""
     if path.is_dir():
         raise StoreFormatError(f"{path} is a directory, not an SQLite database file")
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb") as f:
-        header = f.read(len(SQLITE_HEADER))
-    if header != SQLITE_HEADER:
-        raise StoreFormatError(f"{path} is not an SQLite database (its first bytes are {header[:16]!r})")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -162,7 +156,11 @@ def check_compatible(conn: sqlite3.Connection, path: Path) -> int:
     try:
         version = schema_version(conn)
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    except sqlite3.OperationalError:
+        raise  # busy / locked / cannot open: the store's retry loop or the caller handles these
     except sqlite3.DatabaseError as err:
+        if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise StoreFormatError(f"{path} is not an SQLite database ({err})") from err
         raise StoreFormatError(f"{path} is not a readable SQLite database: {err}") from err
     if app_id not in (0, APPLICATION_ID):
         raise StoreFormatError(f"{path} is an SQLite database of another application (application_id {app_id:#x})")

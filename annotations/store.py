@@ -70,15 +70,16 @@ class Store:
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite_utils.Database]:
         """A fresh, migrated connection in autocommit mode; closed when the block ends."""
-        schema.check_file_header(self.path)
+        schema.check_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             str(self.path), timeout=self.config.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
+            version = schema.check_compatible(conn, self.path)  # first read: refuses non-SQLite files
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA synchronous = {self.config.synchronous.upper()}")
-            if schema.check_compatible(conn, self.path) < schema.LATEST_VERSION:
+            if version < schema.LATEST_VERSION:
                 self._set_journal_mode(conn)
                 schema.migrate(conn, self.path)
             elif self.config.journal_mode != "wal":
