@@ -1,0 +1,200 @@
+"""Pipeline configuration: one frozen dataclass per stage, composed into `PipelineConfig`, and presets.
+
+Every constant of the four RocketQA steps is a named field (thresholds, depths, numbers of
+negatives, lengths, learning rates, batch sizes, epochs, seeds). The paper's values (Qu et al.,
+NAACL 2021, sections 4.2 and 5.1, and the released code) are in the `paper` preset:
+
+| what | paper | field |
+|---|---|---|
+| dual-encoder lr / epochs | 3e-5, 40 epochs (MS MARCO) / 30 epochs (NQ) | `step1.learning_rate`, `step1.epochs` |
+| batch | 512 questions per GPU x 8 GPUs, cross-batch -> 4,096 x 2 passages | `step1.batch_size` (global) |
+| max lengths | question 32, passage 128 (dual); 384 (cross-encoder, ERNIE-large) | `dual.*_max_length`, `cross.max_length` |
+| cross-encoder training | negatives sampled from M_D0's top-k: 1:1 from top-100 (NQ), 1:4 from top-1000 (MARCO); lr 1e-5 | `ce_sampling`, `step2` |
+| denoising | top-50 of M_D0, CE prob < 0.1 -> hard negative, 4 hard negatives per question | `denoise` |
+| augmentation | CE prob > 0.9 -> pseudo-positive, < 0.1 -> pseudo-negative | `augment` |
+
+Presets: `tiny` (tests: a few steps, k small), `cpu` (a 2-core laptop; cheap levers and subsets
+chosen so the four steps fit a CPU budget; every cut is a field, so it is visible in config.json),
+`paper` (the settings above, for GPUs).
+
+Thresholds are fixed to the paper's values *before* looking at any test result; the dev split is
+the only place to tune them (`engine.ablation` reports a dev-only threshold check).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, replace
+
+from engine.augment import AugmentConfig
+from engine.cross_encoder import CrossEncoderConfig
+from engine.denoise import DenoiseConfig
+from engine.dual_encoder import DualEncoderConfig
+from engine.train_cross import CrossTrainConfig
+from engine.train_dual import DualTrainConfig
+
+
+@dataclass(frozen=True)
+class CrossSamplingConfig:
+    """Step 2: which pairs the cross-encoder trains on."""
+
+    top_k: int = 100  # negatives sampled at random from M_D0's top-k (paper: 100 for NQ, 1000 for MS MARCO)
+    negatives_per_positive: int = 1  # paper: 1:1 (NQ), 1:4 (MS MARCO)
+    max_questions: int = 0  # >0: train the CE on a seeded subset of the training questions (CPU budget)
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    preset: str = "paper"
+    dual: DualEncoderConfig = field(default_factory=DualEncoderConfig)  # base model + lengths of every dual-encoder
+    cross: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)  # base model + length of M_C
+    step1: DualTrainConfig = field(default_factory=DualTrainConfig)  # M_D0: in-batch / cross-batch negatives only
+    ce_sampling: CrossSamplingConfig = field(default_factory=CrossSamplingConfig)
+    step2: CrossTrainConfig = field(default_factory=CrossTrainConfig)  # M_C
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    step3: DualTrainConfig = field(default_factory=DualTrainConfig)  # M_D1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    step4: DualTrainConfig = field(default_factory=DualTrainConfig)  # M_D2
+    # where M_D1 / M_D2 start: "base" = the base model (RocketQA re-initialises from the pre-trained
+    # model), "previous" = continue from the previous step's dual-encoder (cheaper on a CPU)
+    init_step3: str = "base"
+    init_step4: str = "base"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_split: str = "test"
+    unlabeled_split: str = "unlabeled"
+    extra_unlabeled: tuple[str, ...] = ()  # question files (NQ-open, TriviaQA: engine.readers.read_questions)
+    eval_k: int = 100  # depth of the per-step evaluation (R@100)
+    num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
+    ce_batch_size: int = 64  # cross-encoder inference batch (scoring only)
+    # CPU lever: do not train the 30k x 384 word-embedding matrix (half of MiniLM's weights; its
+    # dense AdamW update dominates a small CPU step). Position / type embeddings and layers still train.
+    freeze_word_embeddings: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PipelineConfig:
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data: dict):
+    """Rebuild a (nested) frozen dataclass from `asdict` output; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple or (isinstance(hint, types.GenericAlias) and hint.__origin__ is tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def paper_preset() -> PipelineConfig:
+    """RocketQA's settings (NQ column) for GPUs; batch is global (512 per GPU x 8 GPUs in the paper)."""
+    dual_train = DualTrainConfig(
+        epochs=30,
+        batch_size=4096,
+        learning_rate=3e-5,
+        hard_negatives_per_question=0,
+        mixed_precision=True,
+        temperature=0.05,
+    )
+    return PipelineConfig(
+        preset="paper",
+        dual=DualEncoderConfig(query_max_length=32, passage_max_length=128),
+        cross=CrossEncoderConfig(max_length=384),
+        step1=dual_train,
+        ce_sampling=CrossSamplingConfig(top_k=100, negatives_per_positive=1),
+        step2=CrossTrainConfig(
+            epochs=2, batch_size=64, learning_rate=1e-5, negatives_per_positive=1, mixed_precision=True
+        ),
+        denoise=DenoiseConfig(top_k=50, neg_threshold=0.1, num_negatives=4, fill_depth=200),
+        step3=replace(dual_train, batch_size=512 * 8, hard_negatives_per_question=4),
+        augment=AugmentConfig(top_k=50, pos_threshold=0.9, neg_threshold=0.1, max_negatives=4),
+        step4=replace(dual_train, batch_size=512 * 8, hard_negatives_per_question=4),
+        init_step3="base",
+        init_step4="base",
+    )
+
+
+def cpu_preset() -> PipelineConfig:
+    """A 2-core CPU: one epoch per model, batch 32, short cross-encoder inputs, small scoring depths.
+
+    Cuts against the paper, each a field: the CE sees a subset of training questions (1:1
+    negatives from M_D0's top-20), denoising scores M_D0's top-3 and augmentation M_D1's top-3
+    (the rest of a shortfall is random fill from ranks 4-30), 1 hard negative per question in
+    training, M_D1 / M_D2 continue from the previous dual-encoder.
+    """
+    dual_train = DualTrainConfig(
+        epochs=1, batch_size=32, learning_rate=3e-5, hard_negatives_per_question=0, temperature=0.05, num_threads=2
+    )
+    return PipelineConfig(
+        preset="cpu",
+        dual=DualEncoderConfig(query_max_length=32, passage_max_length=128),
+        cross=CrossEncoderConfig(max_length=160),
+        step1=dual_train,
+        ce_sampling=CrossSamplingConfig(top_k=20, negatives_per_positive=1, max_questions=1200),
+        step2=CrossTrainConfig(epochs=1, batch_size=16, learning_rate=3e-5, negatives_per_positive=1, num_threads=2),
+        denoise=DenoiseConfig(top_k=3, neg_threshold=0.1, num_negatives=2, fill_depth=30),
+        step3=replace(dual_train, hard_negatives_per_question=1),
+        augment=AugmentConfig(top_k=3, pos_threshold=0.9, neg_threshold=0.1, max_negatives=2),
+        step4=replace(dual_train, hard_negatives_per_question=1),
+        init_step3="previous",
+        init_step4="previous",
+        num_threads=2,
+        freeze_word_embeddings=True,
+    )
+
+
+def tiny_preset() -> PipelineConfig:
+    """Tests: a handful of optimisation steps, shallow depths, short inputs."""
+    dual_train = DualTrainConfig(
+        epochs=1, batch_size=8, learning_rate=1e-4, hard_negatives_per_question=0, temperature=0.05, max_steps=8
+    )
+    return PipelineConfig(
+        preset="tiny",
+        dual=DualEncoderConfig(query_max_length=16, passage_max_length=48),
+        cross=CrossEncoderConfig(max_length=64),
+        step1=dual_train,
+        ce_sampling=CrossSamplingConfig(top_k=5, negatives_per_positive=1),
+        step2=CrossTrainConfig(
+            epochs=1, batch_size=8, learning_rate=1e-4, negatives_per_positive=1, calibration_fraction=0.25, max_steps=8
+        ),
+        denoise=DenoiseConfig(top_k=4, num_negatives=2, fill_depth=10),
+        step3=replace(dual_train, hard_negatives_per_question=1, max_steps=4),
+        augment=AugmentConfig(top_k=4, max_negatives=2),
+        step4=replace(dual_train, hard_negatives_per_question=1, max_steps=4),
+        init_step3="previous",
+        init_step4="previous",
+        eval_k=20,
+        ce_batch_size=16,
+        freeze_word_embeddings=True,
+    )
+
+
+PRESETS = {"tiny": tiny_preset, "cpu": cpu_preset, "paper": paper_preset}
+
+
+def preset(name: str, **overrides) -> PipelineConfig:
+    """A preset by name, with top-level fields replaced (e.g. `extra_unlabeled=(...)`)."""
+    try:
+        config = PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+    return replace(config, **overrides)
+
+
+def with_base_model(config: PipelineConfig, model: str) -> PipelineConfig:
+    """Both towers and the cross-encoder start from `model` (a directory or hub id)."""
+    return replace(config, dual=replace(config.dual, model=model), cross=replace(config.cross, model=model))

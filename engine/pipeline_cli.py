@@ -1,0 +1,246 @@
+"""Command-line entry points of the RocketQA pipeline, added to `python -m engine` by `add_parser`.
+
+- `pipeline run --data DIR --output RUN [--preset cpu|paper|tiny] [--steps 1,2,3,4] [--undenoised]`
+  runs (or resumes) the four steps over a run directory (layout: `engine.pipeline`).
+- `pipeline summary RUN [--data DIR] [--json]` prints counts per decision and how often each
+  decision was right where gold or answers exist.
+- `train-dual` trains one dual-encoder from a split or a train.jsonl; under
+  `torchrun --nproc_per_node 2 -m engine train-dual ...` it uses cross-batch negatives.
+- `ablation --data DIR --output DIR [--preset cpu] [--seeds 1]` reproduces the paper's ablation
+  (`engine.ablation`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        steps = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps must be numbers like 1,2,3,4, got {text!r}") from None
+    if not steps or any(s not in (1, 2, 3, 4) for s in steps):
+        raise argparse.ArgumentTypeError(f"--steps must name steps among 1,2,3,4, got {text!r}")
+    return steps
+
+
+def build_config(args: argparse.Namespace):
+    from engine.config import preset, with_base_model
+
+    config = preset(args.preset)
+    if args.base_model:
+        config = with_base_model(config, args.base_model)
+    if args.undenoised:
+        config = replace(config, denoise=replace(config.denoise, denoise=False))
+    if args.extra_unlabeled:
+        config = replace(config, extra_unlabeled=tuple(str(Path(p).resolve()) for p in args.extra_unlabeled))
+    if args.threads:
+        config = replace(config, num_threads=args.threads)
+    return config
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from engine.pipeline import open_run, run_pipeline
+
+    logging.getLogger("engine").setLevel(logging.INFO)
+    config = build_config(args)
+    run = open_run(args.data, args.output, config, eval_test=args.eval_test)
+    t0 = time.perf_counter()
+    results = run_pipeline(run, args.steps)
+    rows = []
+    for r in results:
+        dev = r.metrics.get(config.dev_split, {})
+        rows.append(
+            {
+                "step": r.name,
+                "skipped": r.skipped,
+                "seconds": round(r.seconds, 1),
+                "dev_MRR@10": dev.get("MRR@10"),
+                "dev_R@1": dev.get("R@1"),
+                "dev_Acc@20": dev.get("Acc@20"),
+            }
+        )
+    out = {"run": str(run.directory), "steps": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    (run.directory / "timings.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_pipeline_summary(args: argparse.Namespace) -> int:
+    from engine.pipeline import run_summary
+
+    dataset = None
+    if args.data:
+        from engine.readers import load_any
+
+        dataset = load_any(args.data)
+    res = run_summary(args.run, dataset)
+    if args.json:
+        print(json.dumps({"run": res["run"], **res["summary"].to_dict()}, indent=2))
+    else:
+        print(res["summary"].text())
+    return 0
+
+
+def cmd_train_dual(args: argparse.Namespace) -> int:
+    from engine.distributed import init_from_env, world
+    from engine.dual_encoder import DualEncoder, DualEncoderConfig
+    from engine.examples import read_examples
+    from engine.pipeline import labelled_examples
+    from engine.readers import load_any
+    from engine.train_dual import DualTrainConfig, train_dual_encoder
+
+    init_from_env()
+    w = world()
+    if w.is_main:
+        logging.getLogger("engine").setLevel(logging.INFO)
+    ds = load_any(args.data)
+    examples = read_examples(args.examples) if args.examples else labelled_examples(ds, args.split)
+    if args.model and Path(args.model, "dual_encoder.json").is_file():
+        model = DualEncoder.load(args.model)
+    else:
+        model = DualEncoder.build(
+            DualEncoderConfig(
+                model=args.model or "",
+                query_max_length=args.query_max_length,
+                passage_max_length=args.passage_max_length,
+            )
+        )
+    config = DualTrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        hard_negatives_per_question=args.hard_negatives,
+        cross_batch=not args.no_cross_batch,
+        grad_cache_chunk=args.grad_cache_chunk,
+        temperature=args.temperature,
+        mixed_precision=args.mixed_precision,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    result = train_dual_encoder(model, examples, ds.corpus, config)
+    if not w.is_main:
+        return 0
+    out_dir = Path(args.output)
+    model.save(out_dir / "model")
+    from engine.pipeline import _train_summary
+
+    summary = {
+        "world_size": w.size,
+        "examples": len(examples),
+        "config": config.__dict__,
+        "train": _train_summary(result),
+    }
+    if args.eval_split:
+        from engine.index import DenseIndex
+        from engine.metrics import evaluate_rankings
+
+        vectors = model.encode_passages(ds.corpus.passages)
+        index = DenseIndex.build(vectors, ds.corpus.ids)
+        questions, qrels = ds.split(args.eval_split)
+        res = index.search(model.encode_queries([q.text for q in questions]), 100)
+        rankings = {q.id: ids for q, ids in zip(questions, res.ids)}
+        answers = {q.id: q.answers for q in questions if q.answers}
+        summary[args.eval_split] = {
+            k: round(v, 2) for k, v in evaluate_rankings(rankings, qrels, ds.corpus, answers or None).metrics.items()
+        }
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from engine.ablation import AblationConfig, run_ablation
+
+    logging.getLogger("engine").setLevel(logging.INFO)
+    config = AblationConfig(
+        preset=args.preset,
+        seeds=tuple(range(13, 13 + args.seeds)),
+        rerank_depth=args.rerank_depth,
+        cross_batch_processes=args.processes,
+        base_model=args.base_model or "",
+        threshold_sweep=not args.no_threshold_sweep,
+    )
+    table = run_ablation(args.data, args.output, config)
+    print(table.markdown())
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pipeline", help="run the four RocketQA steps over a run directory, or summarise its decisions"
+    )
+    sub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+
+    r = sub.add_parser("run", help="run or resume steps 1-4 (a step with DONE is skipped)")
+    r.add_argument("--data", required=True, help="data directory (BEIR) with train/dev[/test/unlabeled] qrels")
+    r.add_argument("--output", required=True, help="run directory (created, or resumed)")
+    r.add_argument("--preset", choices=["tiny", "cpu", "paper"], default="cpu")
+    r.add_argument("--steps", type=_steps, default=[1, 2, 3, 4], help="comma-separated steps to run (default 1,2,3,4)")
+    r.add_argument(
+        "--undenoised", action="store_true", help="step 3 keeps plain top-k hard negatives (the paper's ablation)"
+    )
+    r.add_argument("--eval-test", action="store_true", help="also evaluate each step's model on the test split")
+    r.add_argument(
+        "--base-model", default="", help="start models from this directory / hub id (default: packaged MiniLM)"
+    )
+    r.add_argument(
+        "--extra-unlabeled",
+        nargs="*",
+        default=[],
+        help="question files (NQ-open, TriviaQA JSONL) added to step 4's pool",
+    )
+    r.add_argument("--threads", type=int, default=0, help="torch threads (0 = the preset's)")
+    r.set_defaults(func=cmd_pipeline_run)
+
+    s = sub.add_parser("summary", help="counts per decision and how often each was right (gold / answers)")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--data", default=None, help="data directory for gold and answers (default: the run's)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_pipeline_summary)
+
+    t = subparsers.add_parser(
+        "train-dual", help="train one dual-encoder (torchrun --nproc_per_node N for cross-batch negatives)"
+    )
+    t.add_argument("--data", required=True, help="data directory (corpus, and the split when --examples is not given)")
+    t.add_argument("--split", default="train", help="qrels split to train on (default train)")
+    t.add_argument("--examples", default=None, help="train.jsonl to train on instead of a split")
+    t.add_argument("--output", required=True, help="directory for model/ and metrics.json")
+    t.add_argument("--model", default="", help="start from this model (default: packaged MiniLM)")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=32, help="questions per global batch (split over processes)")
+    t.add_argument("--lr", type=float, default=3e-5)
+    t.add_argument("--hard-negatives", type=int, default=0, help="hard negatives per question from the examples")
+    t.add_argument("--temperature", type=float, default=0.05)
+    t.add_argument("--no-cross-batch", action="store_true", help="do not gather passages across processes")
+    t.add_argument("--grad-cache-chunk", type=int, default=0, help=">0: GradCache sub-batch size")
+    t.add_argument("--mixed-precision", action="store_true", help="bf16/fp16 autocast on CUDA")
+    t.add_argument("--max-steps", type=int, default=0)
+    t.add_argument("--query-max-length", type=int, default=32)
+    t.add_argument("--passage-max-length", type=int, default=128)
+    t.add_argument("--seed", type=int, default=13)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--eval-split", default=None, help="evaluate the trained model on this split (rank 0)")
+    t.set_defaults(func=cmd_train_dual)
+
+    a = subparsers.add_parser(
+        "ablation", help="the paper's ablation on a data directory: table (Markdown + JSON) and plot"
+    )
+    a.add_argument("--data", required=True)
+    a.add_argument("--output", required=True, help="directory for runs, ablation.md, ablation.json, ablation.png")
+    a.add_argument("--preset", choices=["tiny", "cpu", "paper"], default="cpu")
+    a.add_argument("--seeds", type=int, default=1, help="seeds per trained row (differences within noise are flagged)")
+    a.add_argument("--rerank-depth", type=int, default=20, help="M_D2 + cross-encoder re-ranking depth")
+    a.add_argument("--processes", type=int, default=2, help="processes for the cross-batch row (torchrun)")
+    a.add_argument("--base-model", default="", help="base model (default: packaged MiniLM)")
+    a.add_argument("--no-threshold-sweep", action="store_true", help="skip the dev-only threshold check")
+    a.set_defaults(func=cmd_ablation)

@@ -1,0 +1,155 @@
+"""The four RocketQA steps end to end on a tiny real setup, resume, and bad inputs (engine.pipeline)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.config import PipelineConfig, preset, with_base_model
+from engine.data import Corpus, DataError, Dataset, Passage, Question, read_beir
+from engine.decisions import read_decisions
+from engine.examples import read_examples
+from engine.pipeline import (
+    STEP_DIRS,
+    PipelineError,
+    labelled_examples,
+    open_run,
+    run_pipeline,
+    run_summary,
+    step3_denoise,
+    step4_augment,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "demo" / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def sample() -> Dataset:
+    if not (SAMPLE / "qrels" / "unlabeled.tsv").is_file():
+        pytest.skip(f"{SAMPLE} (the demo's BEIR sample with train/dev/unlabeled splits) is not there")
+    return read_beir(SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_model_dir) -> PipelineConfig:
+    return with_base_model(preset("tiny"), tiny_model_dir)
+
+
+def small_dataset(text_suffix: str = "") -> Dataset:
+    corpus = Corpus([Passage(f"p{i}", f"passage number {i}{text_suffix}") for i in range(6)])
+    questions = {f"q{i}": Question(f"q{i}", f"question {i}") for i in range(3)}
+    return Dataset(corpus, questions, {"train": {"q0": {"p0": 1}, "q1": {"p1": 1}, "q2": {"p2": 0}}}, name="small")
+
+
+def test_config_round_trips_through_json():
+    for name in ("tiny", "cpu", "paper"):
+        cfg = preset(name, extra_unlabeled=("a.jsonl",))
+        assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("gpu")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        PipelineConfig.from_dict({"nonsense": 1})
+
+
+def test_four_steps_end_to_end_then_resume(tmp_path, sample, tiny_config, caplog):
+    caplog.set_level(logging.INFO, logger="engine")
+    t0 = time.perf_counter()
+    run = open_run(SAMPLE, tmp_path / "run", tiny_config, dataset=sample)
+    results = run_pipeline(run)
+    elapsed = time.perf_counter() - t0
+    assert [r.step for r in results] == [1, 2, 3, 4] and not any(r.skipped for r in results)
+    assert elapsed < 120, f"tiny pipeline took {elapsed:.0f} s"
+    d = tmp_path / "run"
+    assert (d / "config.json").is_file() and (d / "corpus.jsonl").is_file()
+    for name in STEP_DIRS.values():
+        for f in ("DONE", "metrics.json", "config.json"):
+            assert (d / name / f).is_file(), f"{name}/{f}"
+        assert (d / name / "model").is_dir()
+    m1 = json.loads((d / "step1_dual_encoder" / "metrics.json").read_text())
+    assert m1["train"]["loss_end"] < m1["train"]["loss_start"]  # training lowered the loss
+    assert {"MRR@10", "R@1", "Acc@20"} <= set(m1["dev"])
+    m2 = json.loads((d / "step2_cross_encoder" / "metrics.json").read_text())
+    assert m2["train_pairs"] > 0 and m2["heldout"]["heldout"] is not None
+
+    denoise = read_decisions(d / "step3_denoise" / "decisions.jsonl")
+    assert {r.decision for r in denoise} <= {"positive", "hard_negative", "dropped_false_negative", "random_fill"}
+    for r in denoise:
+        if r.decision == "hard_negative":
+            assert r.ce_prob < r.neg_threshold and not r.is_labelled_positive
+        if r.decision == "dropped_false_negative":
+            assert r.ce_prob >= r.neg_threshold
+        if r.decision == "random_fill":
+            assert r.ce_prob is None and not r.is_labelled_positive
+        assert r.run_id == "run" and "@" in r.dual_encoder and "@" in r.cross_encoder
+    train3 = read_examples(d / "step3_denoise" / "train.jsonl")
+    labelled = labelled_examples(sample, "train")
+    assert [e.question_id for e in train3] == [e.question_id for e in labelled]
+    negatives = {(r.question_id, r.passage_id) for r in denoise if r.decision in ("hard_negative", "random_fill")}
+    assert {(e.question_id, pid) for e in train3 for pid in e.negatives} == negatives
+
+    augment = read_decisions(d / "step4_augment" / "decisions.jsonl")
+    assert augment and all(r.step == "augment" and r.ce_prob is not None for r in augment)
+    for r in augment:
+        if r.decision == "pseudo_positive":
+            assert r.ce_prob > r.pos_threshold
+        if r.decision == "pseudo_negative":
+            assert r.ce_prob < r.neg_threshold
+    train4 = read_examples(d / "step4_augment" / "train.jsonl")
+    assert len(train4) == len(train3) + sum(r.decision == "pseudo_positive" for r in augment)
+
+    summary = run_summary(d, sample)["summary"]
+    assert sum(s.count for s in summary.steps["denoise"]) == len(denoise)
+
+    # interrupted step 4: steps 1-3 are skipped, step 4 is redone
+    mtimes = {s: (d / STEP_DIRS[s] / "DONE").stat().st_mtime_ns for s in (1, 2, 3)}
+    (d / "step4_augment" / "DONE").unlink()
+    (d / "step4_augment" / "partial-leftover").write_text("x")
+    run = open_run(SAMPLE, d, tiny_config, dataset=sample)
+    again = run_pipeline(run)
+    assert [(r.step, r.skipped) for r in again] == [(1, True), (2, True), (3, True), (4, False)]
+    assert {s: (d / STEP_DIRS[s] / "DONE").stat().st_mtime_ns for s in (1, 2, 3)} == mtimes
+    assert (d / "step4_augment" / "DONE").is_file() and not (d / "step4_augment" / "partial-leftover").exists()
+    assert any("step1_dual_encoder: DONE, skipped" in m for m in caplog.messages)
+
+
+def test_run_directory_of_another_corpus_or_config_is_refused(tmp_path, tiny_config):
+    open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
+    with pytest.raises(PipelineError, match="another corpus"):
+        open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset(" changed"))
+    other = replace(tiny_config, denoise=replace(tiny_config.denoise, neg_threshold=0.2))
+    with pytest.raises(PipelineError, match="another config.*neg_threshold"):
+        open_run("small", tmp_path / "r", other, dataset=small_dataset())
+
+
+def test_question_without_positive_is_skipped_with_a_log(caplog):
+    caplog.set_level(logging.WARNING)
+    examples = labelled_examples(small_dataset(), "train")
+    assert [e.question_id for e in examples] == ["q0", "q1"]
+    assert any("1 questions have no positive" in m for m in caplog.messages)
+    ds = small_dataset()
+    ds.qrels["none"] = {"q2": {"p2": 0}}
+    with pytest.raises(PipelineError, match="no question with a positive"):
+        labelled_examples(ds, "none")
+
+
+def test_passage_missing_from_corpus_is_an_error():
+    ds = small_dataset()
+    ds.qrels["train"]["q0"] = {"nowhere": 1}
+    with pytest.raises(DataError, match="nowhere"):
+        labelled_examples(ds, "train")
+
+
+def test_empty_unlabeled_set_and_missing_steps_are_errors(tmp_path, tiny_config):
+    run = open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
+    with pytest.raises(PipelineError, match="needs unlabeled questions"):
+        step4_augment(run)
+    with pytest.raises(PipelineError, match="needs step 1"):
+        step3_denoise(run)
+    with pytest.raises(PipelineError, match="unknown steps"):
+        run_pipeline(run, [5])
