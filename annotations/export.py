@@ -148,7 +148,8 @@ def export_hf(store: StoreLike, out_path: str | Path, run_id: str | None = None)
     labels, qtexts, ptexts, pairs = as_store(store).read(read)
     frame = labels[labels["grade"].notna()]
     if pairs is not None:
-        frame = frame[[(q, p) in pairs for q, p in zip(frame["question_id"], frame["passage_id"])]]
+        keep = [(q, p) in pairs for q, p in zip(frame["question_id"], frame["passage_id"])]
+        frame = frame.loc[pd.Series(keep, index=frame.index, dtype=bool)]
     frame = frame.merge(qtexts, on="question_id").merge(ptexts, on="passage_id")
     frame = frame[
         [

@@ -15,7 +15,10 @@ Strata (the `QueueItem.stratum` that the app passes back to `judge`):
 An item is offered to an annotator who has no current label for its (question, passage), that
 needs more grades (1, or 2 for overlap items), and that was not handed to another annotator in
 the last `lease_s` seconds (each call records what it handed out, in the same transaction, so
-two annotators asking at once get different items). Items carry only the machine's suggestion,
+two annotators asking at once get different items). Items already handed to this annotator and
+still unjudged come first, in their original order, so reloading the app does not reshuffle the
+queue. Two annotators starting on the same item despite the lease (it expired) only produce an
+extra grade for agreement; nothing is lost. Items carry only the machine's suggestion,
 never another annotator's label; the app hides the suggestion in blind mode.
 """
 
@@ -174,8 +177,11 @@ def next_items(
         elig = _Eligibility(db, annotator, config)
         classes = ",".join(f"'{d}'" for d in config.decisions)
         base = f"SELECT {_CANDIDATE_COLUMNS} FROM decisions WHERE run_id = ? AND decision IN ({classes})"
-        second = _first(db, base + " ORDER BY sample_key, id", [run], elig, math.ceil(n / 2), second_only=True)
-        rest = n - len(second)
+        held = _still_held(db, run, annotator, config, elig, n)
+        second = _first(
+            db, base + " ORDER BY sample_key, id", [run], elig, min(math.ceil(n / 2), n - len(held)), second_only=True
+        )
+        rest = n - len(held) - len(second)
         shares = {
             "random": config.random_share,
             "uncertain": config.uncertain_share,
@@ -188,15 +194,35 @@ def next_items(
             "disagreement": _first(db, base + " AND disagreement > 0 ORDER BY disagreement DESC, sample_key", [run], elig, rest)
             if shares["disagreement"] > 0 else [],
         }  # fmt: skip
-        order = [(did, "overlap") for did in second] + _interleave(pools, shares, rest)
+        fresh = [(did, "overlap") for did in second] + _interleave(pools, shares, rest)
         now = time.time()
         db.conn.executemany(
             "INSERT INTO served (annotator_id, decision_id, stratum, served_at) VALUES (?, ?, ?, ?)",
-            [(annotator, did, stratum, now) for did, stratum in order],
+            [(annotator, did, stratum, now) for did, stratum in fresh],
         )
+        order = held + fresh
         return [_item(db, did, stratum) for did, stratum in order]
 
     return as_store(store).write(tx)
+
+
+def _still_held(db, run_id, annotator, config, elig, n) -> list[tuple[int, str]]:
+    """Items handed to this annotator within the lease and not judged yet: shown again first, in the same
+    order and stratum, so reloading the page does not reshuffle the queue (their lease is not renewed)."""
+    held: list[tuple[int, str]] = []
+    cutoff = time.time() - config.lease_s
+    for did, stratum, qid, pid, okey in db.execute(
+        "SELECT s.decision_id, s.stratum, d.question_id, d.passage_id, d.overlap_key FROM served s"
+        " JOIN decisions d ON d.id = s.decision_id WHERE s.annotator_id = ? AND s.served_at > ? AND d.run_id = ?"
+        " ORDER BY s.id",
+        [annotator, cutoff, run_id],
+    ):
+        if len(held) == n:
+            break
+        if elig.ok(qid, pid, okey):
+            held.append((did, stratum))
+            elig.taken.add((qid, pid))
+    return held
 
 
 def _interleave(pools: dict[str, list[int]], shares: dict[str, float], n: int) -> list[tuple[int, str]]:

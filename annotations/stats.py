@@ -35,7 +35,9 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> Proportion:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Proportion(k, n, p, max(0.0, centre - half), min(1.0, centre + half), confidence)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Proportion(k, n, p, low, high, confidence)
 
 
 def cohen_kappa(a: Sequence[int], b: Sequence[int], categories: Sequence[int], weights: str | None = None) -> float:

@@ -48,12 +48,13 @@ CLAIMS = {"positive": True, "hard_negative": False, "dropped_false_negative": Tr
 # --- gold -----------------------------------------------------------------------------------
 
 
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
 def normalize(text: str) -> str:
     """DPR/SQuAD answer normalisation: lowercase, drop punctuation and articles, collapse spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_NO_PUNCTUATION)).split())
 
 
 def load_gold(data: Path) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
@@ -80,11 +81,14 @@ def load_corpus(data: Path) -> dict[str, str]:
 class Oracle:
     def __init__(self, data: Path) -> None:
         self.gold, self.answers = load_gold(data)
-        self.norm_text = {pid: f" {normalize(text)} " for pid, text in load_corpus(data).items()}
+        self.texts = load_corpus(data)
+        self.norm_text: dict[str, str] = {}  # normalised lazily: only judged passages
 
     def relevant(self, qid: str, pid: str) -> bool:
         if pid in self.gold.get(qid, ()):
             return True
+        if pid not in self.norm_text:
+            self.norm_text[pid] = f" {normalize(self.texts[pid])} "
         return any(f" {a} " in self.norm_text[pid] for a in self.answers.get(qid, ()))
 
 
@@ -93,7 +97,7 @@ class Oracle:
 
 def simulate(decisions: Path, data: Path, db: Path, sample: int | None, batch: int = 50) -> int:
     oracle = Oracle(data)
-    store = ann.Store(db)
+    store = ann.Store(ann.StoreConfig(db, synchronous="normal"))  # a throwaway store: no fsync per judgment
     started = time.time()
     result = ann.import_decisions(store, decisions, data / "corpus.jsonl")
     print(f"imported {result.n_records} decisions ({result.n_inserted} new) of run(s) {', '.join(result.run_ids)} "
