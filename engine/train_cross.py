@@ -41,7 +41,7 @@ from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus
 from engine.distributed import all_reduce_gradients, all_reduce_mean, broadcast_parameters, world
 from engine.examples import TrainExample, check_examples
-from engine.train_dual import TrainResult, _autocast, linear_schedule, param_groups
+from engine.train_dual import TrainResult, _autocast, linear_schedule, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def train_cross_encoder(
         total = min(total, config.max_steps)
     if total == 0:
         raise ValueError("no training pairs after holding out calibration questions")
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
     if w.is_main:

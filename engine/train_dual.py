@@ -112,6 +112,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, fused where torch supports it: the for-loop AdamW step over MiniLM's 23M parameters
+    takes seconds on 2 CPU cores, the fused one a tenth of that (measured, see the report)."""
+    groups = param_groups(model, weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(groups, lr=learning_rate)
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
     warmup = int(round(total_steps * warmup_ratio))
 
@@ -203,7 +213,7 @@ def train_dual_encoder(
         total = min(total, config.max_steps)
     if total == 0:
         raise ValueError(f"{len(examples)} examples make no batch of >= {w.size} questions (one per rank)")
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
 
