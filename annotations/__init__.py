@@ -4,7 +4,8 @@ Where things live:
 
 - `config`: where the database is (`resolve_db_path`) and how it is opened (`StoreConfig`).
 - `schema` / `store`: migrations, one connection per call, write transactions that retry when busy.
-- `judgments`: register questions/passages, `judge`, `skip`, `retract`, current labels, history.
+- `judgments`: register questions/passages, `judge`, `skip`, `retract`, `undo_last`.
+- `labels`: current labels, full history, consensus grade of a pair.
 - `decisions`: import the pipeline's `decisions.jsonl` (idempotent, all or nothing).
 - `queue`: what an annotator judges next (random sample, uncertain, disagreements, overlap).
 - `audit` / `thresholds` / `stats`: precision with intervals, confusion, threshold sweep,
@@ -37,17 +38,8 @@ from .errors import (
     UnknownIdError,
 )
 from .export import export_hf, export_jsonl, export_qrels, export_training
-from .judgments import (
-    consensus_labels,
-    current_labels,
-    ensure_passages,
-    ensure_question,
-    history,
-    judge,
-    retract,
-    skip,
-    undo_last,
-)
+from .judgments import ensure_passages, ensure_question, judge, retract, skip, undo_last
+from .labels import consensus_labels, current_labels, history, is_relevant
 from .queue import QueueConfig, QueueItem, next_items
 from .store import Store
 from .thresholds import Calibration, ThresholdSweep
@@ -57,6 +49,6 @@ __all__ = [
     "InvalidInputError", "QueueConfig", "QueueItem", "Store", "StoreBusyError", "StoreConfig", "StoreFormatError",
     "ThresholdSweep", "UnknownIdError", "agreement", "annotator_stats", "audit_report", "confusion",
     "consensus_labels", "current_labels", "ensure_passages", "ensure_question", "export_hf", "export_jsonl",
-    "export_qrels", "export_training", "history", "import_decisions", "judge", "labelled_decisions",
+    "export_qrels", "export_training", "history", "import_decisions", "is_relevant", "judge", "labelled_decisions",
     "next_items", "precision", "resolve_db_path", "retract", "runs", "skip", "undo_last",
 ]  # fmt: skip

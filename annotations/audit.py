@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .decisions import resolve_run
-from .judgments import GRADES, consensus_tx, current_labels, history, is_relevant
+from .labels import GRADES, consensus_tx, current_labels, history, is_relevant
 from .schema import DECISIONS
 from .stats import cohen_kappa, wilson_interval
 from .store import StoreLike, as_store

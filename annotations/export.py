@@ -28,7 +28,7 @@ import pandas as pd
 
 from .audit import CLAIMS
 from .decisions import resolve_run
-from .judgments import consensus_tx
+from .labels import consensus_tx
 from .store import StoreLike, as_store, utc_now
 
 

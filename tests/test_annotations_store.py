@@ -11,7 +11,7 @@ import pytest
 import annotations as ann
 from annotations import schema
 from annotations.config import resolve_db_path
-from annotations.judgments import consensus_labels, lower_median
+from annotations.labels import consensus_labels, lower_median
 
 
 @pytest.fixture
