@@ -280,9 +280,13 @@ def undo(services: Services, annotator: object) -> int | None:
 
 
 def progress(services: Services, annotator: str) -> tuple[int, int]:
-    """(items this annotator has a current label for, decisions in the run)."""
+    """(decisions of the loaded run this annotator has a current label for, decisions in the run)."""
+    if services.run is None:
+        return 0, 0
+    frame = services.run.decisions()
+    pairs = set(zip(frame["question_id"], frame["passage_id"]))
     mine = 0
     if annotator and annotator.strip():
-        mine = len(store_judgments.current_labels(services.store, annotator=annotator.strip()))
-    total = len(services.run.decisions()) if services.run is not None else 0
-    return mine, total
+        labels = store_judgments.current_labels(services.store, annotator=annotator.strip())
+        mine = len(pairs & set(zip(labels["question_id"], labels["passage_id"])))
+    return mine, len(pairs)

@@ -89,9 +89,14 @@ def audit(services: Services) -> AuditView:
     except AnnotationError as e:
         raise AppError(str(e)) from None
     sweep = report.sweep
+
+    def threshold(value: float) -> str:
+        return "— (not enough labels yet)" if math.isnan(value) else f"{value:.2f}"
+
     message = " ".join(report.notes) + (
-        f" Human labels recommend neg threshold {sweep.recommended_neg_threshold:.2f} "
-        f"and pos threshold {sweep.recommended_pos_threshold:.2f} ({sweep.n_items} items)."
+        f" From {sweep.n_items} sampled labels, human labels recommend a negative threshold of "
+        f"{threshold(sweep.recommended_neg_threshold)} and a positive threshold of "
+        f"{threshold(sweep.recommended_pos_threshold)}."
     )
     table = sweep.table
     every = table[(table["threshold"] * 100).round().astype(int) % 5 == 0] if not table.empty else table
@@ -171,7 +176,7 @@ def start_pipeline(services: Services, steps: str = "1,2,3,4", preset: str = "cp
     its cross-encoder, and its decisions (imported into the annotation store).
     """
     from engine import pipeline
-    from engine.config import PRESETS
+    from engine.config import PRESETS, with_base_model
     from engine.config import preset as make_preset
 
     if services.jobs.state(PIPELINE_JOB).running:
@@ -192,9 +197,10 @@ def start_pipeline(services: Services, steps: str = "1,2,3,4", preset: str = "cp
     )
 
     def job(progress):
-        run = pipeline.open_run(
-            services.data_source, output, make_preset(preset), dataset=services.dataset, progress=progress
-        )
+        config = make_preset(preset)
+        if services.config.model and Path(services.config.model).is_dir():
+            config = with_base_model(config, services.config.model)  # start from the model the app serves
+        run = pipeline.open_run(services.data_source, output, config, dataset=services.dataset, progress=progress)
         return pipeline.run_pipeline(run, wanted)
 
     def done(_results) -> None:

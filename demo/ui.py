@@ -303,9 +303,10 @@ def _annotate_tab(services: Services, annotator: gr.Textbox):
         except AppError as e:
             raise _fail(e) from None
         mine, total = handlers.progress(services, who)
-        progress = f"{message} {who}: {mine} judged" + (f" of {total} machine decisions in the run." if total else ".")
+        progress = f"{message} {who}: {mine} of {total} (question, passage) pairs of the run judged."
+        bar = progress_bar(mine / total, "your progress") if total else ""
         if item is None:
-            return notice(why, "info"), {}, 0.0, notice(progress.strip())
+            return notice(why, "info"), {}, 0.0, notice(progress.strip()) + bar
         suggestion = (
             ""
             if blind_mode
@@ -313,10 +314,10 @@ def _annotate_tab(services: Services, annotator: gr.Textbox):
         )
         card = item_card(item.question_text, item.passage_title, item.passage_text, suggestion)
         return (
-            card + f"<div class='stratum'>queue stratum: {item.stratum}</div>",
+            card + f"<div class='stratum'>queue stratum: {esc(item.stratum)}</div>",
             item.__dict__,
             time.time(),
-            notice(progress.strip()),
+            notice(progress.strip()) + bar,
         )
 
     def grade_handler(grade: str):
