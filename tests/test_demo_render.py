@@ -1,0 +1,84 @@
+"""HTML rendering: every data text is escaped, highlights never lose characters; configuration precedence."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from demo.config import HUB_DEFAULT_DATA, SAMPLE_DATA, load_config
+from demo.render import Highlight, hit_card, item_card, notice, passage_html, split_sentences
+
+HOSTILE = [
+    "<script>window.__pwned=1</script>",
+    '<img src=x onerror="window.__pwned=1">',
+    "\"'><svg onload=alert(1)>",
+    "${alert(1)} {{constructor.constructor('alert(1)')()}}",
+    "a & b < c > d",
+]
+
+
+def strip_tags(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hit_card_escapes_every_field(text):
+    row = {"rank": 1, "passage_id": text, "title": text, "text": f"First. {text} Second sentence.", "dense_score": 0.5,
+           "dense_rank": 1, "bm25_score": None, "ce_prob": 0.9}  # fmt: skip
+    markup = hit_card(row, Highlight(1, 0.9), ce_trained=True)
+    assert "<script" not in markup and "<img" not in markup and "<svg" not in markup
+    assert not re.search(r"<[^>]*\son\w+\s*=", markup)  # no event-handler attribute on any real tag
+    assert text in strip_tags(markup)  # shown verbatim as text
+    for other in (item_card(text, text, text, text), notice(text)):
+        assert "<script" not in other and "<img" not in other and text in strip_tags(other)
+
+
+def test_untrained_card_shows_no_probability():
+    row = {"rank": 2, "passage_id": "p", "title": "", "text": "t", "dense_score": 0.5, "dense_rank": 2, "ce_prob": 0.7}
+    assert "cross-encoder" not in hit_card(row, None, ce_trained=False)
+    assert "cross-encoder p = 0.700" in hit_card(row, None, ce_trained=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "One sentence only",
+        "Bees dance. They tell direction!  Is it far? Yes, 3 km.",
+        "Dr. Smith met Mr. Jones in 1822. Then they left.",
+        "Trailing spaces.   ",
+    ],
+)
+def test_highlight_keeps_every_character(text):
+    sentences = split_sentences(text)
+    for i in range(len(sentences)):
+        markup = passage_html(text, Highlight(i, 0.8))
+        assert markup.count("<mark") == 1
+        assert strip_tags(markup) == text
+        assert strip_tags(re.search(r"<mark[^>]*>(.*?)</mark>", markup).group(0)) == sentences[i]
+
+
+def test_sentence_split():
+    assert split_sentences("Bees dance. They tell direction! Is it far? Yes.") == [
+        "Bees dance.", "They tell direction!", "Is it far?", "Yes.",
+    ]  # fmt: skip
+
+
+def test_config_precedence_and_defaults():
+    c = load_config([], env={})
+    assert c.resolved_data() == str(SAMPLE_DATA) and c.port == 7860 and c.host == "127.0.0.1" and not c.on_space
+    env = {
+        "ROCKETQA_DATA": "/env/data",
+        "ROCKETQA_RUN": "/env/run",
+        "GRADIO_SERVER_PORT": "9000",
+        "ROCKETQA_CROSS_ENCODER": "ce",
+    }
+    c = load_config(["--data", "/cli/data"], env=env)
+    assert (c.data, c.run, c.port, c.cross_encoder) == ("/cli/data", "/env/run", 9000, "ce")
+    space = load_config([], env={"SPACE_ID": "me/app"})
+    assert space.on_space and space.hub_access and space.resolved_data() == HUB_DEFAULT_DATA
+    offline = load_config([], env={"SPACE_ID": "me/app", "HF_HUB_OFFLINE": "1"})
+    assert offline.resolved_data() == str(SAMPLE_DATA)
+    with pytest.raises(SystemExit):
+        load_config([], env={"GRADIO_SERVER_PORT": "eighty"})
