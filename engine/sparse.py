@@ -20,6 +20,7 @@ import numpy as np
 from engine.data import Corpus
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
 
 
 @dataclass(frozen=True)
