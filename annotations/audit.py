@@ -51,14 +51,13 @@ def labelled_decisions(store: StoreLike, run_id: str | None = None) -> pd.DataFr
 
     def read(db):
         run = resolve_run(db, run_id)
-        rows = list(
-            db.query(
-                "SELECT id AS decision_id, run_id, step, question_id, passage_id, decision, dense_rank, dense_score,"
-                " ce_prob, neg_threshold, pos_threshold, sample_key FROM decisions WHERE run_id = ?",
-                [run],
-            )
+        decisions = pd.read_sql_query(
+            "SELECT id AS decision_id, run_id, step, question_id, passage_id, decision, dense_rank, dense_score,"
+            " ce_prob, neg_threshold, pos_threshold, sample_key FROM decisions WHERE run_id = ?",
+            db.conn,
+            params=[run],
         )
-        return pd.DataFrame(rows), consensus_tx(db)
+        return decisions, consensus_tx(db)
 
     decisions, labels = as_store(store).read(read)
     return add_sample_columns(decisions.merge(labels, on=["question_id", "passage_id"], how="left"))
@@ -83,7 +82,7 @@ def add_sample_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _classes(frame: pd.DataFrame) -> list[str]:
-    present = set(frame["decision"])
+    present = set(frame["decision"].unique())
     return [d for d in DECISIONS if d in present]
 
 

@@ -127,6 +127,29 @@ def _first(db: sqlite_utils.Database, sql: str, params: list, elig: _Eligibility
     return found
 
 
+def _second_opinions(db, run_id, config, elig, k) -> list[int]:
+    """Overlap items graded by exactly one other annotator, in sample order (looked up by pair, not by scan)."""
+    if config.overlap <= 0 or k <= 0:
+        return []
+    pairs = [p for p, count in elig.graded.items() if count == 1 and p not in elig.mine and p not in elig.leased]
+    rows = []
+    for start in range(0, len(pairs), 200):
+        chunk = pairs[start : start + 200]
+        values = ",".join("(?, ?)" for _ in chunk)
+        rows += db.execute(
+            f"SELECT {_CANDIDATE_COLUMNS}, decision, sample_key FROM decisions WHERE run_id = ?"
+            f" AND (question_id, passage_id) IN (VALUES {values})",
+            [run_id, *(x for pair in chunk for x in pair)],
+        ).fetchall()
+    rows = sorted((r for r in rows if r[4] in config.decisions), key=lambda r: (r[5], r[0]))
+    found: list[int] = []
+    for did, qid, pid, okey, _, _ in rows:
+        if len(found) < k and elig.ok(qid, pid, okey, second_only=True):
+            found.append(did)
+            elig.taken.add((qid, pid))
+    return found
+
+
 def _random_stratum(db, run_id, config, elig, k) -> list[int]:
     """Up to k items from the fronts of each class's sample_key order, the class with the shortest
     judged prefix (= current audit sample) first, so every class's sample grows evenly."""
@@ -175,12 +198,11 @@ def next_items(
     def tx(db: sqlite_utils.Database) -> list[QueueItem]:
         run = resolve_run(db, run_id)
         elig = _Eligibility(db, annotator, config)
-        classes = ",".join(f"'{d}'" for d in config.decisions)
-        base = f"SELECT {_CANDIDATE_COLUMNS} FROM decisions WHERE run_id = ? AND decision IN ({classes})"
+        base = f"SELECT {_CANDIDATE_COLUMNS} FROM decisions WHERE run_id = ?"
+        if set(config.decisions) != set(DECISIONS):
+            base += " AND decision IN (" + ",".join(f"'{d}'" for d in config.decisions) + ")"
         held = _still_held(db, run, annotator, config, elig, n)
-        second = _first(
-            db, base + " ORDER BY sample_key, id", [run], elig, min(math.ceil(n / 2), n - len(held)), second_only=True
-        )
+        second = _second_opinions(db, run, config, elig, min(math.ceil(n / 2), n - len(held)))
         rest = n - len(held) - len(second)
         shares = {
             "random": config.random_share,

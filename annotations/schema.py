@@ -135,6 +135,7 @@ MIGRATIONS: list[list[str]] = [
             stratum TEXT NOT NULL,
             served_at REAL NOT NULL)""",
         "CREATE INDEX served_decision ON served (decision_id, served_at)",
+        "CREATE INDEX served_time ON served (served_at)",
     ],
 ]
 LATEST_VERSION = len(MIGRATIONS)
