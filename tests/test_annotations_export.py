@@ -124,3 +124,14 @@ def test_exports_restricted_to_a_run(db: Path, tmp_path: Path) -> None:
     with pytest.raises(ann.UnknownIdError):
         ann.export_qrels(db, tmp_path / "x.qrels", run_id="nope")
     assert not (tmp_path / "x.qrels").exists()
+
+
+def test_the_engine_reads_the_corrected_training_data(db: Path, tmp_path: Path) -> None:
+    """The contract in docs/FORMATS.md: what annotations exports, engine.examples reads for retraining."""
+    examples = pytest.importorskip("engine.examples")
+    ann.export_training(db, tmp_path / "train.jsonl")
+    read = examples.read_examples(tmp_path / "train.jsonl")
+    assert [(e.question_id, e.positives, e.negatives) for e in read] == [
+        ("q1", ("p1", "p3"), ("p2", "p4")),
+        ("q3", ("p3", "p4"), ("p5",)),
+    ]
