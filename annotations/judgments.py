@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from .errors import InvalidInputError, UnknownIdError
-from .labels import GRADES
+from .labels import GRADES, consensus_labels, current_labels, history  # noqa: F401 (re-exported: reading labels)
 from .store import StoreLike, as_store, utc_now
 
 STRATA = ("random", "uncertain", "disagreement", "overlap", "adhoc")
