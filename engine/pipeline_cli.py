@@ -127,6 +127,10 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_threads=args.threads,
     )
+    if args.freeze_word_embeddings:
+        from engine.pipeline import freeze_word_embeddings
+
+        freeze_word_embeddings(model)
     result = train_dual_encoder(model, examples, ds.corpus, config)
     if not w.is_main:
         return 0
@@ -166,11 +170,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         preset=args.preset,
         seeds=tuple(range(13, 13 + args.seeds)),
         rerank_depth=args.rerank_depth,
+        rerank_max_questions=args.rerank_max_questions,
         cross_batch_processes=args.processes,
         base_model=args.base_model or "",
         threshold_sweep=not args.no_threshold_sweep,
     )
-    table = run_ablation(args.data, args.output, config)
+    table = run_ablation(args.data, args.output, config, reuse_run=args.reuse_run)
     print(table.markdown())
     return 0
 
@@ -229,6 +234,9 @@ def add_parser(subparsers) -> None:
     t.add_argument("--passage-max-length", type=int, default=128)
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--threads", type=int, default=0)
+    t.add_argument(
+        "--freeze-word-embeddings", action="store_true", help="do not train the word-embedding matrix (CPU lever)"
+    )
     t.add_argument("--eval-split", default=None, help="evaluate the trained model on this split (rank 0)")
     t.set_defaults(func=cmd_train_dual)
 
@@ -240,6 +248,10 @@ def add_parser(subparsers) -> None:
     a.add_argument("--preset", choices=["tiny", "cpu", "paper"], default="cpu")
     a.add_argument("--seeds", type=int, default=1, help="seeds per trained row (differences within noise are flagged)")
     a.add_argument("--rerank-depth", type=int, default=20, help="M_D2 + cross-encoder re-ranking depth")
+    a.add_argument(
+        "--rerank-max-questions", type=int, default=0, help=">0: re-rank a seeded subset of N test questions (CPU time)"
+    )
+    a.add_argument("--reuse-run", default=None, help="an existing pipeline run (same preset) to use for the first seed")
     a.add_argument("--processes", type=int, default=2, help="processes for the cross-batch row (torchrun)")
     a.add_argument("--base-model", default="", help="base model (default: packaged MiniLM)")
     a.add_argument("--no-threshold-sweep", action="store_true", help="skip the dev-only threshold check")

@@ -1,0 +1,450 @@
+"""The RocketQA ablation reproduced on a data directory: one table (Markdown + JSON) and one plot (PNG).
+
+Rows (evaluated on the test split; thresholds fixed to the paper's values, checked on dev only):
+- reference: BM25; the untrained MiniLM;
+- in-batch negatives (M_D0 of the pipeline run, one process);
+- cross-batch negatives (`torchrun --nproc_per_node N -m engine train-dual`, each process holding
+  the in-batch row's batch, so every question sees N times as many passages);
+- hard negatives without denoising (step 3 with `denoise=False`, from the same M_D0);
+- with denoising (M_D1), with augmentation (M_D2);
+- reference: M_D2 + cross-encoder re-ranking of the top-`rerank_depth` (optionally on a seeded
+  subset of the test questions, with M_D2 on the same subset beside it, to bound CPU time).
+
+With several seeds, trained rows show the mean and the spread. With one seed, each trained row is
+compared with the row above it by a paired per-question difference of MRR@10 with a 95% interval;
+an interval that contains 0 is reported as "within noise".
+
+Layout of `OUTPUT/`: `runs/rocketqa-seedS/` (a pipeline run), `runs/undenoised-seedS/`,
+`runs/cross-batch-seedS/`, `ablation.json`, `ablation.md`, `ablation.png`, `threshold_sweep.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import PipelineConfig, preset, with_base_model
+from engine.cross_encoder import CrossEncoder
+from engine.data import Dataset, Question
+from engine.denoise import retrieve, score
+from engine.dual_encoder import DualEncoder
+from engine.metrics import CUTOFF, EvalResult, evaluate_rankings, has_answer
+from engine.pipeline import STEP_DIRS, dense_index, open_run, run_pipeline
+
+log = logging.getLogger(__name__)
+
+METRICS = ("MRR@10", "R@1", "R@5", "R@20", "R@100", "Acc@5", "Acc@20")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    preset: str = "cpu"
+    seeds: tuple[int, ...] = (13,)
+    rerank_depth: int = 20  # M_D2 + cross-encoder re-ranks the top-20
+    rerank_max_questions: int = 0  # >0: the re-ranking row uses a seeded subset of test questions (CPU time)
+    cross_batch_processes: int = 2
+    base_model: str = ""
+    threshold_sweep: bool = True  # dev-only check of the thresholds (no retraining)
+    neg_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    pos_thresholds: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
+    eval_split: str = "test"
+    eval_k: int = 100
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    name: str
+    kind: str  # "reference" | "trained"
+    metrics: dict[str, float]  # mean over seeds
+    spread: dict[str, float] = field(default_factory=dict)  # max - min over seeds (trained rows, >1 seed)
+    seconds: float | None = None  # training time (mean over seeds)
+    questions: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AblationTable:
+    rows: list[AblationRow]
+    data: str
+    split: str
+    seeds: tuple[int, ...]
+    notes: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "data": self.data,
+            "split": self.split,
+            "seeds": list(self.seeds),
+            "rows": [asdict(r) for r in self.rows],
+            "notes": self.notes,
+        }
+
+    def markdown(self) -> str:
+        head = "| row | " + " | ".join(METRICS) + " | train s | note |"
+        lines = [
+            f"Ablation on `{self.data}`, split `{self.split}`, seeds {list(self.seeds)}",
+            "",
+            head,
+            "|" + "---|" * (len(METRICS) + 3),
+        ]
+        for r in self.rows:
+            cells = []
+            for m in METRICS:
+                v = r.metrics.get(m)
+                cell = "-" if v is None else f"{v:.1f}"
+                if r.spread.get(m):
+                    cell += f" ±{r.spread[m] / 2:.1f}"
+                cells.append(cell)
+            secs = "-" if r.seconds is None else f"{r.seconds:.0f}"
+            lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {secs} | {r.note} |")
+        lines.append("")
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def _eval(rankings: dict[str, list[str]], ds: Dataset, questions: list[Question], qrels) -> EvalResult:
+    answers = {q.id: q.answers for q in questions if q.answers}
+    return evaluate_rankings(rankings, {q.id: qrels[q.id] for q in questions}, ds.corpus, answers or None)
+
+
+def _rr10(result: EvalResult, qids: list[str]) -> np.ndarray:
+    out = []
+    for qid in qids:
+        first = result.per_question.get(qid, {}).get("first_relevant_rank", 0)
+        out.append(1.0 / first if 0 < first <= CUTOFF else 0.0)
+    return np.asarray(out)
+
+
+def dense_rankings(
+    run_dir: Path, model: DualEncoder, ds: Dataset, questions: list[Question], k: int
+) -> dict[str, list[str]]:
+    from engine.cache import cached_index
+
+    index = cached_index(model, ds.corpus, root=run_dir / "cache", show_progress=False)
+    return {q.id: r.ids for q, r in zip(questions, retrieve(model, index, questions, k))}
+
+
+def bm25_rankings(ds: Dataset, questions: list[Question], k: int) -> dict[str, list[str]]:
+    from engine.sparse import BM25Index
+
+    res = BM25Index.build(ds.corpus).search([q.text for q in questions], k)
+    return {q.id: ids for q, ids in zip(questions, res.ids)}
+
+
+def rerank(
+    ce: CrossEncoder, ds: Dataset, questions: list[Question], rankings: dict[str, list[str]], depth: int
+) -> dict[str, list[str]]:
+    pairs = [(q.text, pid) for q in questions for pid in rankings[q.id][:depth]]
+    probs = iter(score(ce, pairs, ds.corpus).tolist())
+    out = {}
+    for q in questions:
+        head = rankings[q.id][:depth]
+        s = [next(probs) for _ in head]
+        order = sorted(range(len(head)), key=lambda i: (-s[i], i))
+        out[q.id] = [head[i] for i in order] + rankings[q.id][depth:]
+    return out
+
+
+# --- the runs -----------------------------------------------------------------------------
+
+
+def with_seed(config: PipelineConfig, seed: int) -> PipelineConfig:
+    return replace(
+        config,
+        step1=replace(config.step1, seed=seed),
+        ce_sampling=replace(config.ce_sampling, seed=seed),
+        step2=replace(config.step2, seed=seed),
+        denoise=replace(config.denoise, seed=seed),
+        step3=replace(config.step3, seed=seed),
+        augment=replace(config.augment, seed=seed),
+        step4=replace(config.step4, seed=seed),
+    )
+
+
+def _train_seconds(run_dir: Path, step: int) -> float | None:
+    m = run_dir / STEP_DIRS[step] / "metrics.json"
+    return json.loads(m.read_text()).get("train", {}).get("seconds") if m.is_file() else None
+
+
+def undenoised_run(data: str, ds: Dataset, main: Path, target: Path, config: PipelineConfig) -> Path:
+    """Step 3 without denoising, from the main run's M_D0 (its step 1 directory is copied, not retrained)."""
+    cfg = replace(config, denoise=replace(config.denoise, denoise=False))
+    run = open_run(data, target, cfg, dataset=ds)
+    if not run.done(1):
+        shutil.copytree(main / STEP_DIRS[1], target / STEP_DIRS[1], dirs_exist_ok=True)
+        if (main / "cache").is_dir():
+            shutil.copytree(main / "cache", target / "cache", dirs_exist_ok=True)
+    run_pipeline(run, [3])
+    return target
+
+
+def cross_batch_run(data: str, target: Path, config: PipelineConfig, processes: int) -> Path:
+    """M_D0 trained with `processes` torchrun processes (gloo on CPU), each holding the in-batch row's batch."""
+    if (target / "model" / "dual_encoder.json").is_file() and (target / "metrics.json").is_file():
+        log.info("cross-batch model exists in %s: reused", target)
+        return target
+    c = config.step1
+    threads = max(1, (config.num_threads or os.cpu_count() or 2) // processes)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "engine", "train-dual", "--data", str(data), "--split", config.train_split, "--output", str(target),
+        "--model", config.dual.model, "--epochs", str(c.epochs), "--batch-size", str(c.batch_size * processes),
+        "--lr", str(c.learning_rate), "--hard-negatives", "0", "--temperature", str(c.temperature),
+        "--seed", str(c.seed), "--threads", str(threads),
+        "--query-max-length", str(config.dual.query_max_length), "--passage-max-length", str(config.dual.passage_max_length),
+    ]  # fmt: skip
+    if config.freeze_word_embeddings:
+        cmd.append("--freeze-word-embeddings")
+    if c.max_steps:
+        cmd += ["--max-steps", str(c.max_steps)]
+    log.info("cross-batch run: %s", " ".join(cmd))
+    target.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    with (target / "train.log").open("w") as logf:
+        proc = subprocess.run(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1]
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cross-batch training failed (exit {proc.returncode}); see {target / 'train.log'}")
+    return target
+
+
+# --- threshold check on dev ---------------------------------------------------------------
+
+
+def threshold_sweep(run_dir: Path, ds: Dataset, config: PipelineConfig, ab: AblationConfig) -> dict:
+    """Dev only: how the negative / positive thresholds split M_D0's top-k as judged by M_C.
+
+    For each negative threshold: non-gold passages kept as hard negatives, and the share of kept /
+    dropped ones that contain an answer (kept with an answer = false negatives trained on). For each
+    positive threshold: questions whose best-scored passage passes, and its precision (gold / answer).
+    """
+    from engine.pipeline import Run
+
+    questions, qrels = ds.split(config.dev_split)
+    m0 = DualEncoder.load(run_dir / STEP_DIRS[1] / "model")
+    ce = CrossEncoder.load(run_dir / STEP_DIRS[2] / "model")
+    run = Run(run_dir, config, ds, "")
+    k = config.denoise.top_k
+    rankings = retrieve(m0, dense_index(run, m0), questions, k)
+    pairs = [(q.text, pid) for q, r in zip(questions, rankings) for pid in r.ids]
+    probs = iter(score(ce, pairs, ds.corpus).tolist())
+    rows = []  # (qid, pid, prob, gold, answer)
+    for q, r in zip(questions, rankings):
+        gold = {p for p, g in qrels[q.id].items() if g > 0}
+        for pid in r.ids:
+            rows.append(
+                (q.id, pid, next(probs), pid in gold, bool(q.answers) and has_answer(ds.corpus[pid].text, q.answers))
+            )
+    neg = []
+    non_gold = [x for x in rows if not x[3]]
+    for t in ab.neg_thresholds:
+        kept = [x for x in non_gold if x[2] < t]
+        dropped = [x for x in non_gold if x[2] >= t]
+        neg.append(
+            {
+                "neg_threshold": t,
+                "non_gold": len(non_gold),
+                "kept": len(kept),
+                "kept_with_answer": round(sum(x[4] for x in kept) / max(1, len(kept)), 4),
+                "dropped_with_answer": round(sum(x[4] for x in dropped) / max(1, len(dropped)), 4),
+            }
+        )
+    best: dict[str, tuple] = {}
+    for x in rows:
+        if x[0] not in best or x[2] > best[x[0]][2]:
+            best[x[0]] = x
+    pos = []
+    for t in ab.pos_thresholds:
+        chosen = [x for x in best.values() if x[2] > t]
+        pos.append(
+            {
+                "pos_threshold": t,
+                "questions": len(best),
+                "pseudo_positives": len(chosen),
+                "precision_gold": round(sum(x[3] for x in chosen) / max(1, len(chosen)), 4),
+                "precision_answer": round(sum(x[4] for x in chosen) / max(1, len(chosen)), 4),
+            }
+        )
+    return {"split": config.dev_split, "retriever": "M_D0", "top_k": k, "negative": neg, "positive": pos}
+
+
+# --- driver -------------------------------------------------------------------------------
+
+
+def run_ablation(
+    data: str | Path, output: str | Path, ab: AblationConfig, reuse_run: str | Path | None = None
+) -> AblationTable:
+    """Run (or resume) every row's training, evaluate all rows on `ab.eval_split`, write table + plot."""
+    from engine.readers import load_any
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_any(str(data))
+    questions, qrels = ds.split(ab.eval_split)
+    qids = [q.id for q in questions]
+    base = preset(ab.preset)
+    if ab.base_model:
+        base = with_base_model(base, ab.base_model)
+    notes = [
+        f"thresholds fixed to the paper's values before any test evaluation: negative < {base.denoise.neg_threshold}, "
+        f"pseudo-positive > {base.augment.pos_threshold}; the dev-only check is in threshold_sweep.json",
+        f"preset {ab.preset}: {base.step1.epochs} epoch(s), batch {base.step1.batch_size}, lr {base.step1.learning_rate}, "
+        f"denoise top-{base.denoise.top_k}, augment top-{base.augment.top_k}",
+    ]
+    results: dict[str, list[EvalResult]] = {}
+    seconds: dict[str, list[float]] = {}
+    timing: dict[str, float] = {}
+
+    def add(name: str, result: EvalResult, secs: float | None = None) -> None:
+        results.setdefault(name, []).append(result)
+        if secs is not None:
+            seconds.setdefault(name, []).append(secs)
+        log.info("%s: %s", name, result.summary())
+
+    t0 = time.perf_counter()
+    add("BM25", _eval(bm25_rankings(ds, questions, ab.eval_k), ds, questions, qrels))
+    untrained = DualEncoder.build(base.dual)
+    add("MiniLM, untrained", _eval(dense_rankings(out, untrained, ds, questions, ab.eval_k), ds, questions, qrels))
+    timing["references"] = time.perf_counter() - t0
+
+    rerank_note = ""
+    for seed in ab.seeds:
+        cfg = with_seed(base, seed)
+        main = Path(reuse_run) if (reuse_run and seed == ab.seeds[0]) else out / "runs" / f"rocketqa-seed{seed}"
+        t0 = time.perf_counter()
+        run_pipeline(open_run(data, main, cfg, dataset=ds))
+        timing[f"pipeline seed {seed}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cb = cross_batch_run(str(data), out / "runs" / f"cross-batch-seed{seed}", cfg, ab.cross_batch_processes)
+        timing[f"cross-batch seed {seed}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        und = undenoised_run(str(data), ds, main, out / "runs" / f"undenoised-seed{seed}", cfg)
+        timing[f"undenoised seed {seed}"] = time.perf_counter() - t0
+
+        def dense(run_dir: Path, model_dir: Path) -> EvalResult:
+            return _eval(
+                dense_rankings(run_dir, DualEncoder.load(model_dir), ds, questions, ab.eval_k), ds, questions, qrels
+            )
+
+        add("in-batch negatives (M_D0)", dense(main, main / STEP_DIRS[1] / "model"), _train_seconds(main, 1))
+        cb_secs = json.loads((cb / "metrics.json").read_text()).get("train", {}).get("seconds")
+        add(f"cross-batch negatives ({ab.cross_batch_processes} processes)", dense(cb, cb / "model"), cb_secs)
+        add("hard negatives, undenoised", dense(und, und / STEP_DIRS[3] / "model"), _train_seconds(und, 3))
+        add("hard negatives, denoised (M_D1)", dense(main, main / STEP_DIRS[3] / "model"), _train_seconds(main, 3))
+        m2 = DualEncoder.load(main / STEP_DIRS[4] / "model")
+        m2_rank = dense_rankings(main, m2, ds, questions, ab.eval_k)
+        add("+ data augmentation (M_D2)", _eval(m2_rank, ds, questions, qrels), _train_seconds(main, 4))
+        if ab.rerank_depth > 0:
+            t0 = time.perf_counter()
+            sub = questions
+            if 0 < ab.rerank_max_questions < len(questions):
+                sub = sorted(random.Random(seed).sample(questions, ab.rerank_max_questions), key=lambda q: q.id)
+                rerank_note = f"re-ranking rows on a seeded subset of {len(sub)} of {len(questions)} questions"
+                add(f"M_D2 on the re-ranking subset ({len(sub)} q)", _eval(m2_rank, ds, sub, qrels))
+            ce = CrossEncoder.load(main / STEP_DIRS[2] / "model")
+            add(
+                f"M_D2 + cross-encoder top-{ab.rerank_depth}",
+                _eval(rerank(ce, ds, sub, m2_rank, ab.rerank_depth), ds, sub, qrels),
+            )
+            timing[f"rerank seed {seed}"] = time.perf_counter() - t0
+        if ab.threshold_sweep and seed == ab.seeds[0]:
+            sweep = threshold_sweep(main, ds, cfg, ab)
+            (out / "threshold_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
+
+    trained = {
+        "in-batch negatives (M_D0)",
+        "hard negatives, undenoised",
+        "hard negatives, denoised (M_D1)",
+        "+ data augmentation (M_D2)",
+    }
+    trained.add(f"cross-batch negatives ({ab.cross_batch_processes} processes)")
+    rows = []
+    for name, rs in results.items():
+        mean = {m: float(np.mean([r.metrics[m] for r in rs])) for m in METRICS if all(m in r.metrics for r in rs)}
+        spread = {m: float(np.ptp([r.metrics[m] for r in rs])) for m in mean} if len(rs) > 1 else {}
+        secs = float(np.mean(seconds[name])) if seconds.get(name) and None not in seconds[name] else None
+        note = rerank_note if "re-rank" in name and rerank_note else ""
+        rows.append(
+            AblationRow(
+                name, "trained" if name in trained else "reference", mean, spread, secs, rs[0].num_questions, note
+            )
+        )
+    notes += _noise_notes(results, qids, len(ab.seeds))
+    notes += [f"time {k}: {v:.0f} s" for k, v in timing.items()]
+    table = AblationTable(rows, str(data), ab.eval_split, tuple(ab.seeds), notes)
+    (out / "ablation.json").write_text(json.dumps(table.to_dict(), indent=2) + "\n")
+    (out / "ablation.md").write_text(table.markdown())
+    plot(table, out / "ablation.png")
+    return table
+
+
+def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds: int) -> list[str]:
+    """Paired per-question MRR@10 differences for the comparisons the paper makes (first seed), 95% interval."""
+    names = list(results)
+
+    def find(prefix: str) -> str | None:
+        return next((n for n in names if n.startswith(prefix)), None)
+
+    pairs = [
+        ("cross-batch", "in-batch"),
+        ("hard negatives, undenoised", "in-batch"),
+        ("hard negatives, denoised", "hard negatives, undenoised"),
+        ("hard negatives, denoised", "in-batch"),
+        ("+ data augmentation", "hard negatives, denoised"),
+        ("+ data augmentation", "MiniLM, untrained"),
+        ("+ data augmentation", "BM25"),
+    ]
+    notes = []
+    for b_prefix, a_prefix in pairs:
+        a, b = find(a_prefix), find(b_prefix)
+        if a is None or b is None:
+            continue
+        x, y = _rr10(results[a][0], qids), _rr10(results[b][0], qids)
+        d = 100 * (y - x)
+        mean = float(d.mean())
+        se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+        verdict = "within noise" if abs(mean) <= 1.96 * se else ("better" if mean > 0 else "worse")
+        notes.append(f"'{b}' vs '{a}': MRR@10 {mean:+.2f} ± {1.96 * se:.2f} (paired, 95%): {verdict}")
+    if n_seeds == 1:
+        notes.append("one seed: seed-to-seed variation is not measured (run --seeds 3 when time allows)")
+    return notes
+
+
+def plot(table: AblationTable, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in table.rows]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
+    y = np.arange(len(names))
+    for offset, metric, color in ((-0.2, "MRR@10", "#3b6ea5"), (0.2, "R@1", "#e39b3b")):
+        vals = [r.metrics.get(metric, 0.0) for r in table.rows]
+        ax.barh(y + offset, vals, height=0.38, label=metric, color=color)
+        for yi, v in zip(y + offset, vals):
+            ax.text(v + 0.3, yi, f"{v:.1f}", va="center", fontsize=8)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"percent ({table.split} split)")
+    ax.set_title(f"RocketQA ablation on {Path(table.data).name}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
