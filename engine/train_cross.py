@@ -138,13 +138,22 @@ def _batches(pairs: list[Pair], corpus: Corpus, batch_size: int, rng: np.random.
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney AUC with ties counted as half; nan when a class is missing."""
-    pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
-    if len(pos) == 0 or len(neg) == 0:
+    """Mann-Whitney AUC from average ranks (ties count as half); nan when a class is missing."""
+    scores, pos = np.asarray(scores, dtype=np.float64), np.asarray(labels) > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(order):  # average 1-based rank over each run of tied scores
+        end = start
+        while end + 1 < len(order) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def classifier_metrics(probs: np.ndarray, labels: np.ndarray) -> ClassifierMetrics:
@@ -171,6 +180,7 @@ def train_cross_encoder(
     if not examples:
         raise ValueError("no training examples: the cross-encoder needs questions with positives")
     check_examples(examples, corpus)
+    threads_before = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     w = world()
@@ -266,6 +276,7 @@ def train_cross_encoder(
     }
     model.config = replace(model.config, trained=True, provenance=provenance)
     extra["config"] = asdict(config)
+    torch.set_num_threads(threads_before)
     return TrainResult(
         steps=step,
         examples_seen=seen,

@@ -201,6 +201,7 @@ def train_dual_encoder(
     if config.temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {config.temperature}")
     check_examples(examples, corpus)
+    threads_before = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     w = world()
@@ -268,6 +269,7 @@ def train_dual_encoder(
                     progress(step / total, f"dual-encoder step {step}/{total}, loss {loss:.3f}")
     seconds = time.perf_counter() - start
     model.train(was_training)
+    torch.set_num_threads(threads_before)
     return TrainResult(
         steps=step,
         examples_seen=seen,

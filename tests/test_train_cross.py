@@ -53,6 +53,16 @@ def test_metrics_match_hand_computation():
     assert np.isnan(roc_auc(np.array([0.5]), np.array([1.0])))
 
 
+def test_rank_auc_equals_brute_force_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores, labels = rng.integers(0, 4, size=15).astype(float), rng.integers(0, 2, size=15).astype(float)
+        pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
+        if len(pos) and len(neg):
+            brute = ((pos[:, None] > neg).sum() + 0.5 * (pos[:, None] == neg).sum()) / (len(pos) * len(neg))
+            assert roc_auc(scores, labels) == pytest.approx(brute, abs=1e-12)
+
+
 def test_pairs_take_negatives_then_fill_randomly_never_with_a_positive():
     examples, corpus = toy()
     rng = np.random.default_rng(0)

@@ -165,3 +165,25 @@ def test_bad_input_is_refused_clearly(tiny_model_dir):
         train_dual_encoder(model, broken, corpus, DualTrainConfig())
     with pytest.raises(ValueError, match="temperature"):
         train_dual_encoder(model, examples, corpus, DualTrainConfig(temperature=0))
+
+
+@pytest.mark.slow
+def test_throughput_of_the_real_minilm(minilm_path, shared_data):
+    """Benchmark (off by default; `pytest -m slow -s`): questions/s of the 6-layer MiniLM for batch 32,
+    1 hard negative, question length 32, passage length 128, on this machine's CPU threads."""
+    import random
+
+    from engine.data import read_beir
+    from engine.examples import examples_from_split
+
+    ds = read_beir(shared_data / "squad-v1.1-dev", splits=["train"])
+    rnd = random.Random(0)
+    examples = [
+        TrainExample(e.question_id, e.question, e.positives, tuple(rnd.sample(ds.corpus.ids, 2)))
+        for e in examples_from_split(ds, "train")[:160]
+    ]
+    model = DualEncoder.build(DualEncoderConfig(model=minilm_path))
+    cfg = DualTrainConfig(batch_size=32, temperature=0.05, max_steps=5, length_bucketing=False)
+    result = train_dual_encoder(model, examples, ds.corpus, cfg, log_every=1)
+    print(f"\n{result.examples_per_second:.2f} questions/s, {result.extra['passages_per_batch']:.1f} passages/batch")
+    assert result.steps == 5
