@@ -141,7 +141,7 @@ def sample_epoch(
         chosen_pos.append(
             ex.positives[int(rng.integers(len(ex.positives)))] if len(ex.positives) > 1 else ex.positives[0]
         )
-        pool = [pid for pid in ex.negatives if pid not in ex.positives]
+        pool = [pid for pid in dict.fromkeys(ex.negatives) if pid not in ex.positives]
         k = min(hard_negatives, len(pool))
         chosen_neg.append([pool[i] for i in rng.choice(len(pool), size=k, replace=False)] if k else [])
     order = rng.permutation(n)

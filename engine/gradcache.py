@@ -7,8 +7,8 @@ simply be split into accumulation steps. GradCache splits the ENCODER work inste
 2. make r a leaf, compute the loss on the whole batch, backward -> d loss / d r (the "cache");
 3. re-encode each chunk WITH a graph and backprop the cached d loss / d r into the parameters.
 
-The parameter gradients equal those of the plain full-batch step (tests/test_gradcache.py-style
-check in tests/test_train_dual.py, tolerance 1e-5). With dropout active the re-encoding in step 3
+The parameter gradients equal those of the plain full-batch step (checked in
+tests/test_train_dual.py to 1e-5 of the largest gradient). With dropout active the re-encoding in step 3
 must see the same dropout masks as step 1: the CPU and CUDA RNG states are saved before each
 chunk's first pass and replayed (inside `torch.random.fork_rng`) for its second pass, as the
 original implementation does. Works under torch.distributed unchanged: the loss function may
