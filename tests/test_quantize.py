@@ -1,0 +1,67 @@
+"""The int8 inference path: a quantised COPY, close to fp32, and the original left untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+from engine.data import Passage
+from engine.dual_encoder import DualEncoder, DualEncoderConfig
+from engine.quantize import QuantizeConfig, linear_names, quantize_cross_encoder, quantize_dual_encoder
+
+TEXTS = [
+    "Worker honeybees perform a waggle dance to show where flowers are.",
+    "The Fresnel lens let lighthouses throw light much farther.",
+    "Mount Vesuvius buried Pompeii and Herculaneum in the year 79.",
+]
+
+
+@pytest.fixture(scope="module")
+def dual(tiny_model_dir) -> DualEncoder:
+    return DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))
+
+
+def _is_dynamic_int8(module: torch.nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def test_quantized_dual_encoder_is_a_close_copy(dual):
+    before = dual.encode_queries(TEXTS)
+    q = quantize_dual_encoder(dual)
+    after = dual.encode_queries(TEXTS)
+    np.testing.assert_array_equal(before, after)  # the original is untouched
+    assert not any(_is_dynamic_int8(m) for m in dual.query_encoder.model.modules())
+    assert q.passage_encoder.model is q.query_encoder.model  # shared towers stay shared
+    assert (q.query_encoder.max_length, q.passage_encoder.max_length) == (32, 128)
+    qv = q.encode_queries(TEXTS)
+    cos = (qv * before).sum(1)
+    assert cos.min() > 0.9 and not np.array_equal(qv, before)
+    # retrieval order survives: each text is nearest to itself
+    pv = q.encode_passages([Passage(str(i), t) for i, t in enumerate(TEXTS)])
+    assert list((qv @ pv.T).argmax(1)) == [0, 1, 2]
+
+
+def test_config_selects_layers(dual):
+    model = dual.query_encoder.model
+    all_names = linear_names(model, QuantizeConfig())
+    no_ffn = linear_names(model, QuantizeConfig(skip_ffn_output=True))
+    assert "encoder.layer.0.output.dense" in all_names and "encoder.layer.0.output.dense" not in no_ffn
+    assert "encoder.layer.0.attention.output.dense" in no_ffn  # the attention output is not the FFN's
+    assert not any(n.startswith("pooler") for n in all_names)
+    q = quantize_dual_encoder(dual, QuantizeConfig(skip_ffn_output=True))
+    mods = dict(q.query_encoder.model.named_modules())
+    assert _is_dynamic_int8(mods["encoder.layer.0.intermediate.dense"])
+    assert type(mods["encoder.layer.0.output.dense"]) is torch.nn.Linear
+
+
+def test_quantized_cross_encoder_keeps_config_and_ranks_alike(tiny_model_dir):
+    torch.manual_seed(0)
+    ce = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir, scale=2.0, bias=-1.0))
+    q = quantize_cross_encoder(ce)
+    assert q.config == ce.config and q.tokenizer is ce.tokenizer
+    passages = [Passage(str(i), t) for i, t in enumerate(TEXTS)]
+    a = ce.logits(["Which town did Vesuvius bury?"] * 3, passages)
+    b = q.logits(["Which town did Vesuvius bury?"] * 3, passages)
+    assert np.abs(a - b).max() < 0.25 * (np.abs(a).max() + 1e-3) + 0.05
