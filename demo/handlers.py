@@ -124,7 +124,10 @@ def ask(services: Services, question: object, k: object = 5, mode: str = "dense"
     notice = (
         ""
         if reranked
-        else "No trained cross-encoder yet: passages are in first-stage order and no probabilities are shown."
+        else (
+            "No trained cross-encoder yet: passages are in first-stage order, and no probabilities and no "
+            "answer-bearing sentences are shown (an untrained head's scores mean nothing)."
+        )
     )
     if not rows:
         notice = (notice + " " if notice else "") + "Nothing matched this question."

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 CE_JOB = "train-cross-encoder"
 IMPORT_JOB = "import-decisions"
 PIPELINE_JOB = "pipeline"
-SECONDS_PER_CE_STEP = 2.0  # measured order of magnitude: MiniLM-L6, 16 pairs of ~200 tokens, 2 CPU cores
+SECONDS_PER_CE_STEP = 3.0  # MiniLM-L6, 16 pairs of ~200 tokens: measured 2-5 s per step on 2 (shared) CPU cores
 
 
 @dataclass

@@ -68,7 +68,10 @@ def _identity(services: Services, name: str | None, profile: Any) -> str:
 
 def _job_html(state: JobState, what: str) -> str:
     if state.status == "running":
-        return progress_bar(state.fraction, f"{what}: {state.message} ({state.elapsed:.0f} s)")
+        eta = ""
+        if state.fraction >= 0.05:
+            eta = f", about {state.elapsed * (1 - state.fraction) / state.fraction / 60:.1f} min left"
+        return progress_bar(state.fraction, f"{what}: {state.message} ({state.elapsed:.0f} s{eta})")
     if state.status == "failed":
         return notice(f"{what} failed: {state.error}", "error")
     if state.status == "done":
@@ -177,7 +180,9 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
         except AppError as e:
             raise _fail(e) from None
         label = "skipped" if grade == "s" else f"grade {grade}"
-        return notice(f"Stored judgment #{jid}: {label} for passage {pid} (question {qid}).")
+        message = f"Stored judgment #{jid}: {label} for passage {pid} (question {qid})."
+        gr.Info(message)  # a toast: visible wherever on the page the button was
+        return notice(message)
 
     def slot_handler(i: int, grade: int):
         def judge_slot(name: str, hits: list, qid: str, profile: gr.OAuthProfile | None) -> str:
@@ -223,7 +228,7 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
     )
 
 
-def _negatives_tab(services: Services) -> None:
+def _negatives_tab(services: Services) -> tuple:
     gr.Markdown(
         "A training question, its gold passage, and what the pipeline decided for each passage of its dense top-k. "
         "Move the thresholds to see which decisions would change."
@@ -274,7 +279,7 @@ def _records(frame) -> list[dict]:
     return [{k: (None if v != v else v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
-def _annotate_tab(services: Services, annotator: gr.Textbox):
+def _annotate_tab(services: Services, annotator: gr.Textbox) -> tuple:
     gr.Markdown(GUIDELINES, elem_id="guidelines")
     with gr.Row():
         blind = gr.Checkbox(value=True, label="Blind mode (hide the machine's suggestion)", elem_id="blind")
@@ -344,7 +349,7 @@ def _annotate_tab(services: Services, annotator: gr.Textbox):
     return load, render_item, outputs, blind
 
 
-def _audit_tab(services: Services) -> None:
+def _audit_tab(services: Services) -> tuple:
     refresh = gr.Button("Refresh audit", elem_id="audit-refresh")
     message = gr.Markdown(elem_id="audit-message")
     precision = gr.Dataframe(label="Precision per machine decision (random sample, Wilson interval)", interactive=False)
@@ -469,7 +474,7 @@ def build_app(services: Services) -> gr.Blocks:
                 r = handlers.ask(services, question, k, mode)
             except AppError as e:
                 raise _fail(e) from None
-            hits = [{key: v for key, v in h.items() if key != "text"} | {"text": h["text"]} for h in r.hits]
+            hits = r.hits
             return {"question_id": r.question_id, "question": r.question, "mode": r.mode, "reranked": r.reranked,
                     "cross_encoder_trained": services.ce_trained, "notice": r.notice, "hits": hits}  # fmt: skip
 
