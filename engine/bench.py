@@ -66,8 +66,38 @@ class BenchReport:
             "machine": self.machine,
             "config": asdict(self.config),
             "rows": [r.to_dict() for r in self.rows],
+            "row_sections": [{"section": s.name, **r.to_dict()} for s in self.sections for r in s.rows],
             "sections": {s.name: {**s.data, "section_seconds": round(s.seconds, 1)} for s in self.sections},
         }
+
+
+def load_report(path: str | Path) -> BenchReport:
+    """A report read back from a bench.json (to merge runs made in separate processes)."""
+    doc = json.loads(Path(path).read_text())
+    config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()})
+    by_section: dict[str, list[Row]] = {}
+    for r in doc.get("row_sections", []):
+        by_section.setdefault(r["section"], []).append(Row(**{k: v for k, v in r.items() if k != "section"}))
+    sections = [
+        Section(
+            name,
+            {k: v for k, v in data.items() if k != "section_seconds"},
+            by_section.get(name, []),
+            data.get("section_seconds", 0.0),
+        )
+        for name, data in doc["sections"].items()
+    ]
+    return BenchReport(config, doc["machine"], doc["started"], sections)
+
+
+def merge_reports(reports: list[BenchReport]) -> BenchReport:
+    """Sections of several reports in order; a later section of the same name replaces an earlier one."""
+    by_name: dict[str, Section] = {}
+    for rep in reports:
+        for s in rep.sections:
+            by_name[s.name] = s
+    first = reports[0]
+    return BenchReport(first.config, first.machine, first.started, list(by_name.values()))
 
 
 def run_bench(
@@ -235,7 +265,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.skip:
         overrides["sections"] = tuple(s for s in overrides.get("sections", SECTIONS) if s not in args.skip.split(","))
     config = BenchConfig.quick_preset(**overrides) if args.quick else BenchConfig(**overrides)
-    report = run_bench(config, on_section=lambda partial: write_report(partial, config.output))
+    earlier = [load_report(p) for p in args.merge.split(",")] if args.merge else []
+
+    def combined(partial: BenchReport) -> BenchReport:
+        return merge_reports([*earlier, partial]) if earlier else partial
+
+    report = combined(run_bench(config, on_section=lambda partial: write_report(combined(partial), config.output)))
     files = write_report(report, config.output)
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in files.values()))
@@ -263,4 +298,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per side")
     p.add_argument("--pipeline-run", default=None, help="finished pipeline run directory: report its per-step times")
     p.add_argument("--ablation", default=None, help="ablation output directory: append its quality table")
+    p.add_argument(
+        "--merge",
+        default=None,
+        metavar="JSON[,JSON]",
+        help="bench.json files of earlier runs (e.g. the index section run in another process) to merge; "
+        "sections run now replace theirs",
+    )
     p.set_defaults(func=cmd_bench)

@@ -45,16 +45,16 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     repeats: int = 5  # timed repeats of each side, alternated with the baseline
     threads: int = 0  # torch.set_num_threads for both sides; 0 = torch's default (all cores)
-    encode_passages: int = 512  # passages per encoding repeat (max length 128)
+    encode_passages: int = 256  # passages per encoding repeat (max length 128)
     encode_batch: int = 64
-    ce_pairs: int = 320  # (question, passage) pairs per cross-encoder repeat
+    ce_pairs: int = 160  # (question, passage) pairs per cross-encoder repeat
     ce_batch: int = 32
     quality_questions: int = 0  # test questions for MRR@10 fp32 vs int8; 0 = the whole split
     quality_split: str = "test"
     quick_corpus: bool = False  # quality/latency over the passages of the split's articles only
-    latency_queries: int = 100
+    latency_queries: int = 50
     rerank_depth: int = 20  # the goal's "re-rank top-20"
-    train_steps: int = 6  # timed optimiser steps per training repeat
+    train_steps: int = 4  # timed optimiser steps per training repeat
     train_batch: int = 32
     train_repeats: int = 3
     index_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)

@@ -155,6 +155,12 @@ def test_report_files_and_a_failing_section_is_recorded(ctx, tmp_path, monkeypat
     md = files["md"].read_text()
     assert "| m | 1 p/s | 2 p/s | 0.50× | ≥ 1.0× | **no** |" in md and "app (FAILED)" in md
     assert files["ratios"].stat().st_size > 1000
+    back = bench.load_report(files["json"])  # merging runs made in separate processes
+    assert [s.name for s in back.sections] == ["encode", "app"] and back.rows == report.rows
+    merged = bench.merge_reports(
+        [back, BenchReport(report.config, report.machine, "later", [Section("app", {"ok": 1})])]
+    )
+    assert [s.data for s in merged.sections] == [{"x": 1}, {"ok": 1}]
 
 
 def test_cli_registers_bench(capsys):
