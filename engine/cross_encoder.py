@@ -123,7 +123,7 @@ class CrossEncoder(torch.nn.Module):
         return self.model(**batch).logits.squeeze(-1)
 
     def probability(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float64) * self.config.scale + self.config.bias
+        z = np.clip(np.asarray(logits, dtype=np.float64) * self.config.scale + self.config.bias, -60.0, 60.0)
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     @torch.inference_mode()
