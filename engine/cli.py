@@ -64,22 +64,29 @@ def _load(data: str, split: str | None = None):
     return load_any(data, split=split)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.metrics import evaluate_rankings
+def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
+    """The retriever that `--retriever/--model/--reranker/...` describe."""
     from engine.retriever import build_retriever
 
-    ds = _load(args.data, args.split)
-    questions, qrels = ds.split(args.split)
-    t0 = time.perf_counter()
-    retriever = build_retriever(
-        ds.corpus,
+    return build_retriever(
+        corpus,
         model=args.model if args.retriever != "bm25" else None,
         bm25=args.retriever != "dense",
         reranker=args.reranker,
         factory=args.index_factory,
         cache_root=args.cache,
+        show_progress=show_progress,
         passage_max_length=args.passage_max_length,
     )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.metrics import evaluate_rankings
+
+    ds = _load(args.data, args.split)
+    questions, qrels = ds.split(args.split)
+    t0 = time.perf_counter()
+    retriever = _retriever(args, ds.corpus)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     hits = []
@@ -163,19 +170,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from engine.retriever import build_retriever
-
     ds = _load(args.data)
-    retriever = build_retriever(
-        ds.corpus,
-        model=args.model if args.retriever != "bm25" else None,
-        bm25=args.retriever != "dense",
-        reranker=args.reranker,
-        factory=args.index_factory,
-        cache_root=args.cache,
-        passage_max_length=args.passage_max_length,
-        show_progress=False,
-    )
+    retriever = _retriever(args, ds.corpus, show_progress=False)
     hits = retriever.search(args.question, k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth)
     if args.json:
         print(json.dumps([{**asdict(h), "passage": asdict(h.passage)} for h in hits], indent=2))
