@@ -31,6 +31,7 @@ metrics.json per step: `dev` (and `test` with eval_test) retrieval metrics of th
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -292,9 +293,10 @@ def _train_summary(result) -> dict:
     }
 
 
-def _dual_model(run: Run, init: str, previous: int) -> DualEncoder:
+def _dual_model(run: Run, init: str, previous: int, loaded: DualEncoder | None = None) -> DualEncoder:
+    """The model a step trains: the base model, or the previous step's (`loaded` = already in memory)."""
     if init == "previous":
-        return DualEncoder.load(run.step_dir(previous) / "model")
+        return copy.deepcopy(loaded) if loaded is not None else DualEncoder.load(run.step_dir(previous) / "model")
     if init == "base":
         return DualEncoder.build(run.config.dual)
     raise PipelineError(f"init must be 'base' or 'previous', got {init!r}")
@@ -463,7 +465,7 @@ def step3_denoise(run: Run) -> dict:
     write_decisions(records, d / "decisions.jsonl")
     write_examples(denoised, d / "train.jsonl")
     t_decide = time.perf_counter()
-    model = _dual_model(run, run.config.init_step3, 1)
+    model = _dual_model(run, run.config.init_step3, 1, m0)
     train = _train_dual(run, model, denoised, run.config.step3, 3)
     model.save(d / "model")
     t_train = time.perf_counter()
@@ -562,7 +564,7 @@ def step4_augment(run: Run) -> dict:
     write_decisions(records, d / "decisions.jsonl")
     write_examples(examples, d / "train.jsonl")
     t_decide = time.perf_counter()
-    model = _dual_model(run, run.config.init_step4, 3)
+    model = _dual_model(run, run.config.init_step4, 3, m1)
     train = _train_dual(run, model, examples, run.config.step4, 4)
     model.save(d / "model")
     t_train = time.perf_counter()
