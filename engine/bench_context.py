@@ -21,7 +21,7 @@ import torch
 
 from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
 from engine.data import Corpus, Dataset, Question
-from engine.dual_encoder import DualEncoder
+from engine.dual_encoder import DualEncoder, DualEncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     repeats: int = 5  # timed repeats of each side, alternated with the baseline
     threads: int = 0  # torch.set_num_threads for both sides; 0 = torch's default (all cores)
+    passage_max_length: int = 128  # the and RocketQA's 128 tokens (MiniLM itself declares 256)
     encode_passages: int = 256  # passages per encoding repeat (max length 128)
     encode_batch: int = 64
     ce_pairs: int = 160  # (question, passage) pairs per cross-encoder repeat
