@@ -186,9 +186,13 @@ class BenchContext:
 
     @property
     def dual(self) -> DualEncoder:
-        return self._get(
-            "dual", lambda: DualEncoder.load(self.config.model) if self.config.model else DualEncoder.build()
-        )
+        def make() -> DualEncoder:
+            length = self.config.passage_max_length
+            if self.config.model:
+                return DualEncoder.load(self.config.model, passage_max_length=length)
+            return DualEncoder.build(DualEncoderConfig(passage_max_length=length))
+
+        return self._get("dual", make)
 
     @property
     def dual_int8(self) -> DualEncoder:
