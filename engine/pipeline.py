@@ -576,7 +576,7 @@ def step4_augment(run: Run) -> dict:
         "pseudo_labelled_questions": len(pseudo),
         "labelled_questions": len(labelled),
         "decisions": dict(Counter(r.decision for r in records)),
-        "pseudo_label_quality": _pseudo_quality(run, records),
+        "pseudo_label_quality": _pseudo_quality(run, records, {q.id: q.answers for q in questions if q.answers}),
         **metrics,
         "train": train,
         "seconds": {
@@ -592,9 +592,10 @@ def step4_augment(run: Run) -> dict:
     return out
 
 
-def _pseudo_quality(run: Run, records: Sequence[DecisionRecord]) -> dict:
+def _pseudo_quality(run: Run, records: Sequence[DecisionRecord], extra_answers: dict[str, tuple[str, ...]]) -> dict:
     """Pseudo-positive precision against held-back gold / answers (measurement only, never training)."""
     gold, answers = gold_and_answers(run.dataset)
+    answers = {**extra_answers, **answers}
     summary = summarize(records, run.corpus, gold, answers)
     out = {}
     for s in summary.steps.get("augment", []):

@@ -182,3 +182,35 @@ def test_bad_steps_argument_is_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["pipeline", "run", "--data", "d", "--output", "o", "--steps", "1,7"])
     assert "--steps" in capsys.readouterr().err
+
+
+def test_ablation_table_noise_notes_and_plot(tmp_path):
+    from engine.ablation import AblationRow, AblationTable, _noise_notes, plot
+    from engine.metrics import evaluate_rankings
+
+    qrels = {f"q{i}": {f"p{i}": 1} for i in range(40)}
+    good = {f"q{i}": [f"p{i}"] for i in range(40)}  # every gold passage at rank 1
+    half = {f"q{i}": ([f"p{i}"] if i % 2 else ["x", f"p{i}"]) for i in range(40)}
+    same = dict(good)
+    results = {
+        "in-batch negatives (M_D0)": [evaluate_rankings(half, qrels)],
+        "cross-batch negatives (2 processes)": [evaluate_rankings(good, qrels)],
+        "hard negatives, undenoised": [evaluate_rankings(same, qrels)],
+    }
+    notes = _noise_notes(results, list(qrels), 1)
+    assert any(
+        "'cross-batch negatives (2 processes)' vs 'in-batch negatives (M_D0)': MRR@10 +25.00" in n and "better" in n
+        for n in notes
+    )
+    assert any("undenoised' vs 'in-batch" in n for n in notes)
+    assert notes[-1].startswith("one seed")
+    rows = [
+        AblationRow(name, "trained", {k: v for k, v in rs[0].metrics.items()}, seconds=1.0)
+        for name, rs in results.items()
+    ]
+    table = AblationTable(rows, "data", "test", (13,), notes)
+    md = table.markdown()
+    assert "| cross-batch negatives (2 processes) | 100.0 | 100.0 |" in md
+    assert json.loads(json.dumps(table.to_dict()))["rows"][0]["name"] == "in-batch negatives (M_D0)"
+    png = plot(table, tmp_path / "ablation.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
