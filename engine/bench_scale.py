@@ -131,6 +131,7 @@ def index_section(ctx: BenchContext) -> Section:
                     entry["approximate"].append({"factory": factory, "skipped": f"estimated build {estimate:.0f} s > {cfg.index_max_build_s:.0f} s", "best_at_recall_0.95": None, "sweep": []})  # fmt: skip
                     continue
             index, build_s = _build(factory, xb, cfg.seed)
+            log.info("index %s on %d vectors built in %.1f s", factory, n, build_s)
             last_build[factory] = (n, build_s)
             sweep = []
             for label, apply in _search_settings(index):
