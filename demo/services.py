@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from annotations.config import DbLocation, resolve_db_path
@@ -214,6 +214,33 @@ def ce_training_examples(services: Services, seed: int = 13) -> list:
     return out
 
 
+def reranking_check(services: Services, ce: CrossEncoder, k: int = 10, limit: int = 200) -> dict:
+    """MRR@k of the dense top-k and of its cross-encoder re-ranking on a held-out split (dev, else test).
+
+    Shown next to the cross-encoder so that a weak one (few training steps on little data) is
+    presented as what it is.
+    """
+    split = next((s for s in ("dev", "test") if s in services.dataset.qrels), "")
+    if not split:
+        return {}
+    questions, qrels = services.dataset.split(split)
+    questions = questions[:limit]
+    mode = "dense" if "dense" in services.retriever.modes else services.retriever.modes[0]
+    rankings = services.retriever.search_batch([q.text for q in questions], k=k, mode=mode)
+
+    def rr(ids: list[str], gold: dict[str, int]) -> float:
+        return next((1.0 / r for r, pid in enumerate(ids, 1) if gold.get(pid, 0) > 0), 0.0)
+
+    dense = reranked = 0.0
+    for q, hits in zip(questions, rankings):
+        probs = ce.score(q.text, [h.passage for h in hits])
+        order = sorted(range(len(hits)), key=lambda i: -probs[i])
+        dense += rr([h.passage.id for h in hits], qrels[q.id])
+        reranked += rr([hits[i].passage.id for i in order], qrels[q.id])
+    n = max(len(questions), 1)
+    return {"split": split, "questions": len(questions), "k": k, "dense_mrr": dense / n, "reranked_mrr": reranked / n}
+
+
 def start_cross_encoder_training(services: Services) -> JobState:
     """Train a cross-encoder from the packaged MiniLM in the background; swap it in when done."""
     from engine.train_cross import CrossTrainConfig, train_cross_encoder
@@ -234,6 +261,9 @@ def start_cross_encoder_training(services: Services) -> JobState:
         )
         result = train_cross_encoder(ce, examples, services.dataset.corpus, train_config, progress=progress)
         log.info("cross-encoder trained: %d steps in %.0f s", result.steps, result.seconds)
+        progress(0.99, "checking it on the dev split")
+        check = reranking_check(services, ce)
+        ce.config = replace(ce.config, provenance={**ce.config.provenance, "app_check": check})
         if ce.is_trained:
             ce.save(services.trained_ce_dir())
         return ce

@@ -84,9 +84,21 @@ def ce_status_html(services: Services) -> str:
     if services.ce_trained:
         prov = services.cross_encoder.config.provenance or {}
         where = prov.get("upstream") or services.cross_encoder.config.model
-        return notice(f"Cross-encoder: trained ({where}). Probabilities and re-ranking are shown.") + _job_html(
-            state, "Training"
-        )
+        html = notice(f"Cross-encoder: trained ({where}). Probabilities and re-ranking are shown.")
+        check = prov.get("app_check") or {}
+        if check:
+            weak = check["reranked_mrr"] < check["dense_mrr"]
+            text = (
+                f"Checked on {check['questions']} {check['split']} questions: MRR@{check['k']} of the dense "
+                f"top-{check['k']} {check['dense_mrr']:.3f}, re-ranked by this cross-encoder {check['reranked_mrr']:.3f}."
+            )
+            if weak:
+                text += (
+                    " It re-ranks WORSE than the retriever alone: a weak model (little data, few steps); "
+                    "read its probabilities with caution."
+                )
+            html += notice(text, "warn" if weak else "info")
+        return html + _job_html(state, "Training")
     if state.running:
         return notice(
             "No trained cross-encoder yet — training one now; it is used as soon as it is done.", "warn"

@@ -62,6 +62,11 @@ def test_training_a_cross_encoder_in_the_background_swaps_it_in(tmp_path, demo_d
     assert services.ce_trained and seen and min(seen) >= 0.0
     result = handlers.ask(services, "bees", 3)
     assert result.reranked and all(h["ce_prob"] is not None for h in result.hits)
+    check = services.cross_encoder.config.provenance["app_check"]
+    assert check["split"] == "dev" and 0 <= check["reranked_mrr"] <= 1 and 0 <= check["dense_mrr"] <= 1
+    from demo.ui import ce_status_html
+
+    assert "Checked on" in ce_status_html(services) and "No trained cross-encoder" not in ce_status_html(services)
     # kept in the cache: the next start of the app on this corpus uses it
     assert load_services(config).ce_trained
 
