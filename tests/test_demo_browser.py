@@ -145,3 +145,26 @@ def test_every_other_tab_renders(server, page, shots):
     page.locator("#pipeline-steps").get_by_text("step3_denoise").first.wait_for()
     page.screenshot(path=str(shots / "5-pipeline.png"), full_page=True)
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
+
+
+def test_fresh_start_says_no_cross_encoder_and_shows_no_probabilities(tmp_path, demo_data, tiny_model_dir, page, shots):
+    from demo import build_app, launch
+    from demo.services import load_services
+
+    services = load_services(make_config(tmp_path, demo_data, tiny_model_dir))
+    app = build_app(services)
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator("#ce-status").get_by_text("No trained cross-encoder yet").wait_for()
+        assert page.locator("#train-ce").is_visible()
+        text_field(page, "ask-question").fill("What are male honeybees called?")
+        page.locator("#ask-button").click()
+        page.locator("#hit-0 .hit").wait_for()
+        assert page.locator(".hit .score.ce").count() == 0  # no probability of an untrained head
+        assert page.locator("mark.answer").count() == 0
+        page.locator("#ask-summary").get_by_text("No trained cross-encoder yet").wait_for()
+        page.screenshot(path=str(shots / "0-ask-fresh-start.png"), full_page=True)
+    finally:
+        app.close()
