@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -148,10 +149,18 @@ def step_table(services: Services) -> pd.DataFrame:
     """One row per pipeline step: done or not, and its metrics (nested keys flattened)."""
     if services.run is None:
         return pd.DataFrame(columns=["step", "done"])
-    rows = [{"step": s.step, "done": s.done, **_flatten(s.metrics)} for s in services.run.steps()]
+    rows = [{**_flatten(s.metrics), "step": s.step, "done": s.done} for s in services.run.steps()]
     frame = pd.DataFrame(rows)
-    keep = ["step", "done"] + [c for c in frame.columns if c not in ("step", "done") and frame[c].notna().any()]
-    return frame[keep[:40]].round(3)
+    keep = ["step", "done"] + [c for c in frame.columns if _headline(c) and frame[c].notna().any()]
+    return frame[keep[:30]].round(3)
+
+
+_HEADLINE = re.compile(r"^(dev|test)\.(MRR@10|R@1|R@5|R@20|Acc@5|Acc@20)$|^seconds|^train\.seconds$|^decisions\.")
+
+
+def _headline(column: str) -> bool:
+    """The metrics shown per step: retrieval quality, times, the CE's held-out quality, decision counts."""
+    return bool(_HEADLINE.search(column)) or ("heldout" in column and column.endswith(("auc", "accuracy")))
 
 
 def ablation_view(services: Services) -> tuple[pd.DataFrame, str | None, str]:

@@ -126,7 +126,10 @@ def load_services(config: AppConfig, import_run: bool = True) -> Services:
     model = config.model
     if not model and run is not None and run.dual_encoder_dir() is not None:
         model = str(run.dual_encoder_dir())
-    retriever = build_retriever(dataset.corpus, model=model, bm25=True, cache_root=config.cache or None)
+    cache_root = config.cache or None
+    if cache_root is None and run is not None and (run.dir / "cache").is_dir():
+        cache_root = str(run.dir / "cache")  # the pipeline's own index cache (engine.cache layout): warm start
+    retriever = build_retriever(dataset.corpus, model=model, bm25=True, cache_root=cache_root)
     t_index = time.perf_counter()
 
     env = dict(os.environ)
