@@ -22,7 +22,10 @@ Temperature: ERNIE's un-normalised CLS vectors use the raw inner product (temper
 packaged all-MiniLM-L6-v2 produces L2-normalised vectors whose inner products lie in [-1, 1];
 temperature 1 leaves the softmax almost flat and barely trains. The pipeline therefore passes
 temperature 0.05 (sentence-transformers' scale 20) for normalised models: see
-`default_temperature(model)`.
+`default_temperature(model)`. Measured (all-MiniLM-L6-v2, 640 SQuAD train questions, batch 32,
+in-batch negatives, 1 epoch = 20 steps, lr 3e-5; MRR@10 on the 829 dev questions over all 2,067
+paragraphs): untrained 0.742, temperature 0.05 -> 0.763, temperature 1.0 -> 0.700 (the flat softmax
+hurts: loss stays at ~2.7 of log(32) = 3.47).
 
 Not covered: gradient accumulation over several global batches (GradCache makes it unnecessary),
 checkpointing mid-training (the pipeline saves after each trainer call).
