@@ -52,11 +52,17 @@ class Comparison:
         """Speed of ours relative to the baseline (>1 = ours faster): baseline median / ours median."""
         return self.baseline.median / self.ours.median
 
+    @property
+    def paired_ratio(self) -> float:
+        """Median over repeats of baseline/ours for the two runs made back to back: robust to slow drift."""
+        return statistics.median(b / a for a, b in zip(self.ours.seconds, self.baseline.seconds))
+
     def to_dict(self, work: int | None = None) -> dict:
         return {
             "ours": self.ours.to_dict(work),
             "baseline": self.baseline.to_dict(work),
             "ratio_of_medians": round(self.ratio, 3),
+            "median_paired_ratio": round(self.paired_ratio, 3),
         }
 
 
