@@ -52,6 +52,7 @@ class BenchConfig:
     ce_batch: int = 32
     quality_questions: int = 0  # test questions for MRR@10 fp32 vs int8; 0 = the whole split
     quality_split: str = "test"
+    int8_skip_ffn_output: bool = False  # QuantizeConfig.skip_ffn_output for the int8 models
     quick_corpus: bool = False  # quality/latency over the passages of the split's articles only
     latency_queries: int = 50
     rerank_depth: int = 20  # the goal's "re-rank top-20"
@@ -61,8 +62,8 @@ class BenchConfig:
     index_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     index_queries: int = 200
     index_dim: int = 384
-    index_factories: tuple[str, ...] = ("HNSW32,Flat", "IVF4096,Flat")  # HNSW: efConstruction 40
-    index_max_build_s: float = 1200.0  # skip a factory whose extrapolated build time exceeds this
+    index_factories: tuple[str, ...] = ("HNSW32,Flat", "IVF1024,Flat")  # HNSW: efConstruction 40
+    index_max_build_s: float = 600.0  # skip a factory whose extrapolated build time exceeds this
     app_questions: int = 50
     app_clients: int = 8
     app_rounds: int = 5
@@ -195,10 +196,16 @@ class BenchContext:
         return self._get("dual", make)
 
     @property
+    def quantize_config(self):
+        from engine.quantize import QuantizeConfig
+
+        return QuantizeConfig(skip_ffn_output=self.config.int8_skip_ffn_output)
+
+    @property
     def dual_int8(self) -> DualEncoder:
         from engine.quantize import quantize_dual_encoder
 
-        return self._get("dual_int8", lambda: quantize_dual_encoder(self.dual))
+        return self._get("dual_int8", lambda: quantize_dual_encoder(self.dual, self.quantize_config))
 
     @property
     def cross(self) -> CrossEncoder:
@@ -214,7 +221,7 @@ class BenchContext:
     def cross_int8(self) -> CrossEncoder:
         from engine.quantize import quantize_cross_encoder
 
-        return self._get("cross_int8", lambda: quantize_cross_encoder(self.cross))
+        return self._get("cross_int8", lambda: quantize_cross_encoder(self.cross, self.quantize_config))
 
     def corpus_vectors(self, int8: bool = False) -> np.ndarray:
         """(n_passages, dim) vectors of `self.corpus` from the fp32 or int8 dual-encoder (timed once)."""

@@ -19,6 +19,7 @@ import logging
 import statistics
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -199,10 +200,20 @@ def quality_section(ctx: BenchContext) -> Section:
     scope = f"{len(questions)} {ctx.config.quality_split} questions over {len(ctx.corpus):,} passages" + (
         " (quick: SUBSET)" if subset else " (full split, whole corpus)"
     )
-    data = {"scope": scope, "data": ctx.data_label, **out, "mrr10_loss_points": round(loss, 2)}
+    data = {
+        "scope": scope,
+        "data": ctx.data_label,
+        "int8_config": asdict(ctx.quantize_config),
+        **out,
+        "mrr10_loss_points": round(loss, 2),
+    }
     rows.append(
         Row(
-            "MRR@10 fp32 → int8 on SQuAD " + ctx.config.quality_split + (" (quick subset)" if subset else ""),
+            "MRR@10 fp32 → int8"
+            + (" (FFN outputs kept fp32)" if ctx.config.int8_skip_ffn_output else "")
+            + " on SQuAD "
+            + ctx.config.quality_split
+            + (" (quick subset)" if subset else ""),
             f"{out['fp32']['MRR@10']:.2f} → {out['int8']['MRR@10']:.2f} (loss {loss:.2f} points)",
             "fp32",
             None,
