@@ -221,7 +221,8 @@ def app_section(ctx: BenchContext) -> Section:
     alone, loaded = data["single"], data["concurrent"]
     rows = [
         Row(
-            "app API `ask` via gradio_client, 1 client",
+            "app API `ask` via gradio_client, 1 client"
+            + ("" if cfg.cross_encoder else " (dense only: no trained cross-encoder given)"),
             f"p50 {alone['ask'].get('p50_ms', float('nan')):.0f} ms, p95 {alone['ask'].get('p95_ms', float('nan')):.0f} ms, {alone['errors']} errors",
             goal="p50 ≤ 300 ms",
             met=alone["errors"] == 0 and alone["ask"].get("p50_ms", 1e9) <= 300,
