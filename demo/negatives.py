@@ -21,6 +21,7 @@ from engine.denoise import Candidate
 
 TABLE_COLUMNS = ["dense_rank", "passage_id", "title", "gold", "ce_prob", "decision", "at_slider", "changes", "text"]
 MAX_CHOICES = 200
+_COUNTS: dict[tuple, pd.Series] = {}  # (run frame, thresholds) -> decision counts; slider positions repeat
 
 
 def training_questions(services: Services, search: str = "") -> list[tuple[str, str]]:
@@ -150,7 +151,12 @@ def decision_counts(services: Services, neg_threshold: float, pos_threshold: flo
         return pd.DataFrame(columns=columns)
     frame = services.run.decisions()
     recorded = frame["decision"].value_counts()
-    at = redecide(frame, neg_threshold, pos_threshold).value_counts()
+    key = (id(frame), round(float(neg_threshold), 4), round(float(pos_threshold), 4))
+    if key not in _COUNTS:
+        if len(_COUNTS) > 256:
+            _COUNTS.clear()
+        _COUNTS[key] = redecide(frame, neg_threshold, pos_threshold).value_counts()  # whole run: seconds on SQuAD
+    at = _COUNTS[key]
     rows = []
     for name in dict.fromkeys([*DECISIONS, *recorded.index, *at.index]):
         r, a = int(recorded.get(name, 0)), int(at.get(name, 0))
