@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from engine.encoder import default_model_path
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "cross_encoder.json"
+MAX_CALIBRATION_SCALE = 50.0  # |scale| bound of the Platt fit (a step function is not a probability)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,24 @@ class CrossEncoder(torch.nn.Module):
 
         opt.step(closure)
         scale, bias = (float(v) for v in params.detach())
+        if not (math.isfinite(scale) and math.isfinite(bias)) or abs(scale) > MAX_CALIBRATION_SCALE:
+            # held-out logits that separate perfectly (or nearly) send the fit towards a step
+            # function; keep the slope bounded and fit the offset alone
+            scale = MAX_CALIBRATION_SCALE if not math.isfinite(scale) or scale > 0 else -MAX_CALIBRATION_SCALE
+            offset = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+            opt = torch.optim.LBFGS([offset], max_iter=steps, line_search_fn="strong_wolfe")
+
+            def offset_closure():
+                opt.zero_grad()
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(scale * x + offset[0], y)
+                loss.backward()
+                return loss
+
+            opt.step(offset_closure)
+            bias = float(offset.detach()[0])
+            log.warning("calibration slope bounded to %g (held-out logits separate almost perfectly)", scale)
+        if scale <= 0:
+            log.warning("calibration slope %.4f <= 0: higher logits are LESS relevant on held-out pairs", scale)
         self.config = replace(self.config, scale=scale, bias=bias)
         log.info("calibrated cross-encoder: p = sigmoid(%.4f * logit + %.4f)", scale, bias)
         return self.config

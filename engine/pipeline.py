@@ -51,11 +51,11 @@ from engine.config import PipelineConfig
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, DataError, Dataset, Question
 from engine.decisions import DecisionRecord, read_decisions, summarize, write_decisions
-from engine.denoise import Candidate, denoise_question, retrieve, score, split_ranking
+from engine.denoise import Candidate, Ranking, denoise_question, retrieve, score, split_ranking
 from engine.dual_encoder import DualEncoder
 from engine.examples import TrainExample, check_examples, read_examples, write_examples
 from engine.index import DenseIndex
-from engine.metrics import evaluate_rankings
+from engine.metrics import evaluate_rankings, has_answer
 
 log = logging.getLogger(__name__)
 
@@ -364,11 +364,7 @@ def step2_cross_encoder(run: Run) -> dict:
     m0 = DualEncoder.load(run.step_dir(1) / "model")
     index = dense_index(run, m0)
     rankings = retrieve(m0, index, [Question(e.question_id, e.question) for e in examples], cfg.top_k)
-    ce_examples = []
-    for ex, ranking in zip(examples, rankings):
-        pool = [pid for pid in ranking.ids if pid not in ex.positives]
-        n = min(len(pool), cfg.negatives_per_positive * len(ex.positives))
-        ce_examples.append(replace(ex, negatives=tuple(rng.sample(pool, n))))
+    ce_examples, excluded = sample_ce_negatives(run, examples, rankings, rng)
     write_examples(ce_examples, d / "train.jsonl")
     t1 = time.perf_counter()
     ce = CrossEncoder.build(run.config.cross)
@@ -378,7 +374,11 @@ def step2_cross_encoder(run: Run) -> dict:
     def progress(fraction: float, message: str) -> None:
         run.report(fraction, f"step 2: {message}")
 
-    result = train_cross_encoder(ce, ce_examples, run.corpus, run.config.step2, progress=progress)
+    # the sampling config decides how many negatives each positive gets; the trainer takes them all
+    train_cfg = replace(
+        run.config.step2, negatives_per_positive=cfg.negatives_per_positive + cfg.random_negatives_per_positive
+    )
+    result = train_cross_encoder(ce, ce_examples, run.corpus, train_cfg, progress=progress)
     ce.save(d / "model")
     seconds = {
         "sample": round(t1 - t0, 1),
@@ -390,6 +390,7 @@ def step2_cross_encoder(run: Run) -> dict:
         "model": "M_C",
         "train_questions": len(ce_examples),
         "train_pairs": sum(len(e.positives) + len(e.negatives) for e in ce_examples),
+        "answer_bearing_negatives_excluded": excluded,
         "heldout": result.extra,
         "calibration": {"scale": ce.config.scale, "bias": ce.config.bias},
         "train": _train_summary(result),
@@ -399,6 +400,59 @@ def step2_cross_encoder(run: Run) -> dict:
         run, 2, {"cross": asdict(run.config.cross), "sampling": asdict(cfg), "train": asdict(run.config.step2)}, out
     )
     return out
+
+
+def sample_ce_negatives(
+    run: Run, examples: Sequence[TrainExample], rankings: Sequence[Ranking], rng: random.Random
+) -> tuple[list[TrainExample], int]:
+    """Step 2's negatives per example: `negatives_per_positive` from M_D0's top-k (without answer-bearing
+    paragraphs when `exclude_answer_negatives`), then `random_negatives_per_positive` from the corpus.
+    Returns the examples and how many top-k passages were excluded for containing an answer."""
+    cfg = run.config.ce_sampling
+    answers: dict[str, tuple[str, ...]] = {}
+    if cfg.exclude_answer_negatives:
+        answers = {q.id: q.answers for q in run.dataset.split(run.config.train_split)[0] if q.answers}
+    ids = run.corpus.ids
+    out, excluded = [], 0
+    for ex, ranking in zip(examples, rankings, strict=True):
+        positives = set(ex.positives)
+        pool = [pid for pid in ranking.ids if pid not in positives]
+        if ex.question_id in answers:
+            kept = [pid for pid in pool if not has_answer(run.corpus[pid].text, answers[ex.question_id])]
+            excluded += len(pool) - len(kept)
+            pool = kept
+        negatives = rng.sample(pool, min(len(pool), cfg.negatives_per_positive * len(positives)))
+        want = len(negatives) + cfg.random_negatives_per_positive * len(positives)
+        if want > len(negatives) and len(ids) <= len(positives) + want:
+            raise PipelineError(f"the corpus has too few passages for {want} negatives per question")
+        taken = set(negatives)
+        while len(negatives) < want:
+            pid = ids[rng.randrange(len(ids))]
+            if pid not in positives and pid not in taken:
+                negatives.append(pid)
+                taken.add(pid)
+        out.append(replace(ex, negatives=tuple(negatives)))
+    if excluded:
+        log.info("step 2: %d top-%d negatives contain an answer string and were excluded", excluded, cfg.top_k)
+    return out, excluded
+
+
+def check_cross_encoder(run: Run, ce: CrossEncoder, step: int) -> None:
+    """Refuse a cross-encoder whose held-out AUC (recorded by step 2) is below `min_ce_auc`."""
+    floor = run.config.min_ce_auc
+    if floor <= 0:
+        return
+    held = (ce.config.provenance or {}).get("heldout") or {}
+    auc = (held.get("after_calibration") or {}).get("auc")
+    if auc is None:
+        log.warning("step %d: the cross-encoder has no held-out AUC on record; its decisions are unchecked", step)
+        return
+    if not auc >= floor:
+        raise PipelineError(
+            f"step {step}: the cross-encoder's held-out ROC AUC is {auc:.3f}, below min_ce_auc={floor}: its "
+            "probabilities would keep or drop passages nearly at random. Train it longer or on cleaner negatives "
+            "(step2, ce_sampling), or set min_ce_auc=0 to go on anyway"
+        )
 
 
 def _decision_record(
@@ -440,6 +494,7 @@ def step3_denoise(run: Run) -> dict:
     probs: list[dict[str, float]] = [{} for _ in examples]
     if cfg.denoise:
         ce = CrossEncoder.load(ce_path)
+        check_cross_encoder(run, ce, 3)
         pairs, owners = [], []
         for i, (ex, ranking) in enumerate(zip(examples, rankings)):
             for pid in ranking.ids[: cfg.top_k]:
@@ -536,6 +591,7 @@ def step4_augment(run: Run) -> dict:
     t0 = time.perf_counter()
     m1_path, ce_path = run.step_dir(3) / "model", run.step_dir(2) / "model"
     m1, ce = DualEncoder.load(m1_path), CrossEncoder.load(ce_path)
+    check_cross_encoder(run, ce, 4)
     rankings = retrieve(m1, dense_index(run, m1), questions, cfg.top_k)
     t_retrieve = time.perf_counter()
     pairs = [(q.text, pid) for q, r in zip(questions, rankings) for pid in r.ids]

@@ -211,12 +211,15 @@ def train_dual_encoder(
     torch.manual_seed(config.seed + w.rank)  # dropout differs per rank, as with independent GPUs
     broadcast_parameters(model)
 
-    per_epoch = batches_per_epoch(len(examples), config.batch_size, min_batch=w.size)
+    # a trailing batch needs one question per rank, and without hard negatives a lone question
+    # has a single candidate passage: its softmax loss is 0 and the step is wasted
+    min_batch = max(w.size, 1 if config.hard_negatives_per_question > 0 else 2)
+    per_epoch = batches_per_epoch(len(examples), config.batch_size, min_batch=min_batch)
     total = per_epoch * config.epochs
     if config.max_steps > 0:
         total = min(total, config.max_steps)
     if total == 0:
-        raise ValueError(f"{len(examples)} examples make no batch of >= {w.size} questions (one per rank)")
+        raise ValueError(f"{len(examples)} examples make no batch of >= {min_batch} questions (one per rank)")
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -246,7 +249,7 @@ def train_dual_encoder(
             config.seed,
             epoch,
             length_bucketing=config.length_bucketing,
-            min_batch=w.size,
+            min_batch=min_batch,
             passage_chars_cap=5 * model.passage_encoder.max_length,
         )
         for batch in batches:

@@ -41,6 +41,17 @@ def test_platt_calibration_recovers_a_known_mapping(ce):
     )
 
 
+def test_separable_logits_get_a_bounded_slope(ce):
+    from engine.cross_encoder import MAX_CALIBRATION_SCALE
+
+    # a head at chance: logits a thousandth apart, but perfectly separated at 0 -> the free fit's slope runs off
+    logits = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]) * 1e-3
+    cfg = ce.calibrate(logits, np.array([0.0, 0, 0, 1, 1, 1]))
+    assert cfg.scale == MAX_CALIBRATION_SCALE and abs(cfg.bias) < 1e-3
+    probs = ce.probability(logits)
+    assert np.all(probs[:3] < 0.5) and np.all(probs[3:] > 0.5) and np.all(np.abs(probs - 0.5) < 0.1)
+
+
 def test_calibration_needs_both_classes(ce):
     with pytest.raises(ValueError, match="both classes"):
         ce.calibrate(np.array([1.0, 2.0]), np.array([1.0, 1.0]))

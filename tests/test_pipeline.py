@@ -214,3 +214,61 @@ def test_ablation_table_noise_notes_and_plot(tmp_path):
     assert json.loads(json.dumps(table.to_dict()))["rows"][0]["name"] == "in-batch negatives (M_D0)"
     png = plot(table, tmp_path / "ablation.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ce_negatives_skip_answer_bearing_passages_and_random_ones_are_never_positive():
+    import random
+    from types import SimpleNamespace
+
+    from engine.config import CrossSamplingConfig
+    from engine.denoise import Ranking
+    from engine.examples import TrainExample
+    from engine.pipeline import sample_ce_negatives
+
+    texts = ["Paris is the capital", "Paris again here", "nothing", "still nothing", "Lyon", "Nice", "Lille", "Metz"]
+    corpus = Corpus([Passage(f"p{i}", t) for i, t in enumerate(texts)])
+    questions = {"q0": Question("q0", "capital of France?", ("Paris",))}
+    ds = Dataset(corpus, questions, {"train": {"q0": {"p0": 1}}}, name="tiny")
+    sampling = CrossSamplingConfig(
+        top_k=3, negatives_per_positive=2, random_negatives_per_positive=3, exclude_answer_negatives=True
+    )
+    run = SimpleNamespace(
+        config=replace(preset("tiny"), ce_sampling=sampling), dataset=ds, corpus=corpus, progress=None
+    )
+    example = TrainExample("q0", "capital of France?", ("p0",))
+    ranking = Ranking(["p0", "p1", "p2", "p3"], [0.9, 0.8, 0.7, 0.6])
+    for seed in range(20):
+        (out,), excluded = sample_ce_negatives(run, [example], [ranking], random.Random(seed))
+        assert excluded == 1  # p1 contains "Paris"
+        assert set(out.negatives[:2]) == {"p2", "p3"}  # the top-k negatives come first
+        assert len(out.negatives) == 5 == len(set(out.negatives)) and "p0" not in out.negatives
+    # without the exclusion p1 is a candidate negative
+    run.config = replace(run.config, ce_sampling=replace(sampling, exclude_answer_negatives=False))
+    seen = set()
+    for seed in range(20):
+        (out,), excluded = sample_ce_negatives(run, [example], [ranking], random.Random(seed))
+        seen |= set(out.negatives[:2])
+        assert excluded == 0
+    assert "p1" in seen
+
+
+def test_a_cross_encoder_at_chance_is_refused_by_steps_3_and_4(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+    from engine.pipeline import check_cross_encoder
+
+    def with_auc(auc):
+        held = {"after_calibration": {"auc": auc}} if auc is not None else None
+        cfg = CrossEncoderConfig(model=str(tiny_model_dir), trained=True, provenance={"heldout": held})
+        return CrossEncoder.build(cfg)
+
+    run = SimpleNamespace(config=replace(preset("tiny"), min_ce_auc=0.75))
+    with pytest.raises(PipelineError, match=r"held-out ROC AUC is 0\.550, below min_ce_auc=0\.75"):
+        check_cross_encoder(run, with_auc(0.55), 3)
+    with pytest.raises(PipelineError, match="min_ce_auc"):
+        check_cross_encoder(run, with_auc(float("nan")), 4)
+    check_cross_encoder(run, with_auc(0.9), 3)  # good enough: no error
+    check_cross_encoder(run, with_auc(None), 3)  # nothing on record: a warning, not an error
+    run.config = replace(run.config, min_ce_auc=0.0)
+    check_cross_encoder(run, with_auc(0.55), 4)  # the check is off
