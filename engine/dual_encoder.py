@@ -65,7 +65,9 @@ class DualEncoder(torch.nn.Module):
         """A fresh dual-encoder initialised from `config.model` (both towers from the same weights)."""
         config = config or DualEncoderConfig()
         path = config.resolved_model()
-        passage_max_length = config.passage_max_length or read_st_settings(path).get("max_length") or PAPER_PASSAGE_MAX_LENGTH
+        passage_max_length = (
+            config.passage_max_length or read_st_settings(path).get("max_length") or PAPER_PASSAGE_MAX_LENGTH
+        )
         config = replace(config, passage_max_length=passage_max_length)
         query = TextEncoder.from_pretrained(path, config.pooling, config.normalize, config.query_max_length)
         if config.shared:

@@ -49,7 +49,9 @@ def test_default_lengths(minilm_path, tiny_model_dir):
     assert de.query_encoder.model is de.passage_encoder.model  # shared towers
     plain = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))  # no sentence-transformers files
     assert plain.passage_encoder.max_length == 128  # the paper's value
-    assert DualEncoder.build(DualEncoderConfig(model=minilm_path, passage_max_length=64)).passage_encoder.max_length == 64
+    assert (
+        DualEncoder.build(DualEncoderConfig(model=minilm_path, passage_max_length=64)).passage_encoder.max_length == 64
+    )
 
 
 @pytest.mark.parametrize("shared", [True, False])
