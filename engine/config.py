@@ -46,8 +46,8 @@ class CrossSamplingConfig:
     # questions they give the classifier an easy contrast to start from (measured below, cpu preset)
     random_negatives_per_positive: int = 0
     # drop top-k negatives whose text contains one of the question's answer strings (not in the
-    # paper): on SQuAD other paragraphs of the same article often hold the answer, and those noisy
-    # 0-labels kept a 1:1 top-20 cross-encoder at chance (held-out AUC 0.55, loss flat at 0.69)
+    # paper): on SQuAD other paragraphs of the same article often hold the answer (noisy 0-labels);
+    # see docs/PIPELINE.md for what made the CPU cross-encoder learn
     exclude_answer_negatives: bool = False
     max_questions: int = 0  # >0: train the CE on a seeded subset of the training questions (CPU budget)
     seed: int = 13
