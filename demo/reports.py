@@ -171,11 +171,25 @@ def ablation_view(services: Services) -> tuple[pd.DataFrame, str | None, str]:
     if data is None:
         return pd.DataFrame(), None, "No ablation results in this run directory."
     rows = data.get("rows", data) if isinstance(data, dict) else data
-    try:
-        frame = pd.DataFrame(rows)
-    except ValueError:
-        frame = pd.DataFrame([_flatten(data)])
-    return frame.round(2), (str(png) if png else None), ""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return pd.DataFrame([_flatten(data)]).round(2), (str(png) if png else None), ""
+    return pd.DataFrame([_ablation_row(r) for r in rows]).round(2), (str(png) if png else None), ""
+
+
+def _ablation_row(row: dict) -> dict:
+    """One table row: the metrics as columns (engine.ablation nests them under "metrics"), the
+    seed-to-seed spread as "± metric" columns when there is one, nested rest flattened."""
+    out: dict = {}
+    for key, value in row.items():
+        if key == "metrics" and isinstance(value, dict):
+            out.update(_flatten(value))
+        elif key == "spread" and isinstance(value, dict):
+            out.update({f"± {k}": v for k, v in _flatten(value).items()})
+        elif isinstance(value, dict):
+            out.update(_flatten(value, f"{key}."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[key] = value
+    return out
 
 
 def start_pipeline(services: Services, steps: str = "1,2,3,4", preset: str = "cpu"):

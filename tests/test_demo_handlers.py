@@ -277,7 +277,9 @@ def test_pipeline_tables(full, plain):
     assert list(steps["step"]) == ["step1_dual_encoder", "step2_cross_encoder", "step3_denoise", "step4_augment"]
     assert steps["done"].all() and "dev.MRR@10" in steps.columns
     table, png, note = reports.ablation_view(full)
-    assert list(table["model"]) == ["BM25", "M_D2"] and note == ""
+    assert list(table["name"]) == ["BM25", "M_D2"] and note == ""
+    assert list(table["MRR@10"]) == [55.0, 64.2] and table["± MRR@10"].iloc[1] == 0.4
+    assert not any(isinstance(v, dict) for v in table.to_numpy().ravel())  # nothing shown as [object Object]
     assert isinstance(reports.step_table(plain), pd.DataFrame) and reports.ablation_view(plain)[2].startswith(
         "No pipeline run"
     )

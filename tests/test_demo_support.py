@@ -109,10 +109,11 @@ def make_run_dir(d: Path, data_dir: Path) -> Path:
             with (d / step / "decisions.jsonl").open("w") as f:
                 for r in records:
                     f.write(json.dumps(r) + "\n")
+    # the layout engine.ablation writes: metrics (and the seed spread) nested in each row
     (d / "ablation.json").write_text(json.dumps({"rows": [
-        {"model": "BM25", "MRR@10": 55.0, "R@5": 70.0},
-        {"model": "M_D2", "MRR@10": 64.2, "R@5": 83.0},
-    ]}))  # fmt: skip
+        {"name": "BM25", "kind": "reference", "metrics": {"MRR@10": 55.0, "R@5": 70.0}, "spread": {}},
+        {"name": "M_D2", "kind": "trained", "metrics": {"MRR@10": 64.2, "R@5": 83.0}, "spread": {"MRR@10": 0.4}},
+    ], "data": "sample", "split": "test", "seeds": [13, 14], "notes": []}))  # fmt: skip
     return d
 
 
