@@ -43,7 +43,7 @@ class CrossSamplingConfig:
     top_k: int = 100  # negatives sampled at random from M_D0's top-k (paper: 100 for NQ, 1000 for MS MARCO)
     negatives_per_positive: int = 1  # paper: 1:1 (NQ), 1:4 (MS MARCO)
     # extra negatives drawn uniformly from the whole corpus (not in the paper): with few training
-    # questions they give the classifier an easy contrast to start from (measured below, cpu preset)
+    # questions they give the classifier an easy contrast to start from (cpu preset: 1)
     random_negatives_per_positive: int = 0
     # drop top-k negatives whose text contains one of the question's answer strings (not in the
     # paper): on SQuAD other paragraphs of the same article often hold the answer (noisy 0-labels);
@@ -143,8 +143,7 @@ def cpu_preset() -> PipelineConfig:
 
     Cuts against the paper, each a field: the CE trains one epoch on every training question with
     one negative from M_D0's top-20 (answer-bearing paragraphs excluded) and one random negative
-    at lr 1e-4 (measured on 1,500 questions: held-out AUC 0.967, where 1:1 top-20 negatives at
-    3e-5 with answer-bearing paragraphs stayed at chance), denoising scores M_D0's top-3 and augmentation M_D1's top-3
+    at lr 1e-4 (docs/PIPELINE.md: why), denoising scores M_D0's top-3 and augmentation M_D1's top-3
     (the rest of a shortfall is random fill from ranks 4-30), 1 hard negative per question in
     training, M_D1 / M_D2 continue from the previous dual-encoder.
     """
