@@ -48,8 +48,12 @@ class AppConfig:
     # background cross-encoder training offered when none is trained: a short run on the train split
     ce_base_model: str = ""  # model the background training starts from; "" = the packaged MiniLM
     ce_train_steps: int = 60  # optimisation steps (batch 16): ~2 minutes on a 2-core CPU for the sample
-    ce_train_negatives: int = 4  # negatives per question, sampled from the dense top-k
+    # the pipeline's cpu recipe (docs/PIPELINE.md): per positive one negative from the dense top-k
+    # (passages holding an answer string skipped) and one random negative, lr 1e-4
+    ce_train_negatives: int = 1  # negatives per question, sampled from the dense top-k
+    ce_train_random_negatives: int = 1  # negatives per question drawn from the whole corpus
     ce_train_depth: int = 20  # dense top-k the negatives are sampled from
+    ce_train_learning_rate: float = 1e-4
     highlight_min_prob: float = 0.5  # a sentence is highlighted as answer-bearing at or above this
 
     @property

@@ -196,8 +196,10 @@ def estimate_ce_minutes(config: AppConfig) -> float:
 
 
 def ce_training_examples(services: Services, seed: int = 13) -> list:
-    """Training questions with their labelled positives and negatives sampled from the dense top-k."""
-    from engine.examples import TrainExample, examples_from_split
+    """Training questions with their labelled positives, negatives sampled from the dense top-k
+    (without passages that contain one of the question's answers) and random negatives."""
+    from engine.examples import examples_from_split
+    from engine.train_cross import sample_negatives
 
     split = services.train_split()
     if not split:
@@ -208,12 +210,17 @@ def ce_training_examples(services: Services, seed: int = 13) -> list:
     mode = "dense" if "dense" in services.retriever.modes else services.retriever.modes[0]
     depth = services.config.ce_train_depth
     rankings = services.retriever.search_batch([ex.question for ex in examples], k=depth, mode=mode)
-    rng = random.Random(seed)
-    out = []
-    for ex, hits in zip(examples, rankings):
-        candidates = [h.passage.id for h in hits if h.passage.id not in ex.positives]
-        negatives = rng.sample(candidates, min(services.config.ce_train_negatives, len(candidates)))
-        out.append(TrainExample(ex.question_id, ex.question, ex.positives, tuple(negatives)))
+    questions = services.dataset.split(split)[0]
+    answers = {q.id: q.answers for q in questions if q.answers}
+    out, _ = sample_negatives(
+        examples,
+        [[h.passage.id for h in hits] for hits in rankings],
+        services.dataset.corpus,
+        random.Random(seed),
+        services.config.ce_train_negatives,
+        services.config.ce_train_random_negatives,
+        answers,
+    )
     return out
 
 
@@ -256,10 +263,12 @@ def start_cross_encoder_training(services: Services) -> JobState:
         progress(0.02, "loading the base model")
         ce = CrossEncoder.build(CrossEncoderConfig(model=config.ce_base_model))
         batch = CrossTrainConfig().batch_size
-        steps_per_epoch = max(1, len(examples) * (1 + config.ce_train_negatives) // batch)
+        negatives = config.ce_train_negatives + config.ce_train_random_negatives
+        steps_per_epoch = max(1, len(examples) * (1 + negatives) // batch)
         train_config = CrossTrainConfig(
             max_steps=config.ce_train_steps,
-            negatives_per_positive=config.ce_train_negatives,
+            negatives_per_positive=negatives,
+            learning_rate=config.ce_train_learning_rate,
             epochs=max(1, math.ceil(config.ce_train_steps / steps_per_epoch)),
         )
         result = train_cross_encoder(ce, examples, services.dataset.corpus, train_config, progress=progress)

@@ -55,7 +55,7 @@ from engine.denoise import Candidate, Ranking, denoise_question, retrieve, score
 from engine.dual_encoder import DualEncoder
 from engine.examples import TrainExample, check_examples, read_examples, write_examples
 from engine.index import DenseIndex
-from engine.metrics import evaluate_rankings, has_answer
+from engine.metrics import evaluate_rankings
 
 log = logging.getLogger(__name__)
 
@@ -405,33 +405,22 @@ def step2_cross_encoder(run: Run) -> dict:
 def sample_ce_negatives(
     run: Run, examples: Sequence[TrainExample], rankings: Sequence[Ranking], rng: random.Random
 ) -> tuple[list[TrainExample], int]:
-    """Step 2's negatives per example: `negatives_per_positive` from M_D0's top-k (without answer-bearing
-    paragraphs when `exclude_answer_negatives`), then `random_negatives_per_positive` from the corpus.
+    """Step 2's negatives per example (`engine.train_cross.sample_negatives` with `config.ce_sampling`):
+    from M_D0's top-k, without answer-bearing paragraphs when `exclude_answer_negatives`, then random ones.
     Returns the examples and how many top-k passages were excluded for containing an answer."""
+    from engine.train_cross import sample_negatives
+
     cfg = run.config.ce_sampling
-    answers: dict[str, tuple[str, ...]] = {}
+    answers = {}
     if cfg.exclude_answer_negatives:
         answers = {q.id: q.answers for q in run.dataset.split(run.config.train_split)[0] if q.answers}
-    ids = run.corpus.ids
-    out, excluded = [], 0
-    for ex, ranking in zip(examples, rankings, strict=True):
-        positives = set(ex.positives)
-        pool = [pid for pid in ranking.ids if pid not in positives]
-        if ex.question_id in answers:
-            kept = [pid for pid in pool if not has_answer(run.corpus[pid].text, answers[ex.question_id])]
-            excluded += len(pool) - len(kept)
-            pool = kept
-        negatives = rng.sample(pool, min(len(pool), cfg.negatives_per_positive * len(positives)))
-        want = len(negatives) + cfg.random_negatives_per_positive * len(positives)
-        if want > len(negatives) and len(ids) <= len(positives) + want:
-            raise PipelineError(f"the corpus has too few passages for {want} negatives per question")
-        taken = set(negatives)
-        while len(negatives) < want:
-            pid = ids[rng.randrange(len(ids))]
-            if pid not in positives and pid not in taken:
-                negatives.append(pid)
-                taken.add(pid)
-        out.append(replace(ex, negatives=tuple(negatives)))
+    try:
+        out, excluded = sample_negatives(
+            examples, [r.ids for r in rankings], run.corpus, rng, cfg.negatives_per_positive,
+            cfg.random_negatives_per_positive, answers,
+        )  # fmt: skip
+    except ValueError as e:
+        raise PipelineError(f"step 2: {e}") from None
     if excluded:
         log.info("step 2: %d top-%d negatives contain an answer string and were excluded", excluded, cfg.top_k)
     return out, excluded

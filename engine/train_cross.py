@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +42,7 @@ from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus
 from engine.distributed import all_reduce_gradients, all_reduce_mean, broadcast_parameters, world
 from engine.examples import TrainExample, check_examples
+from engine.metrics import has_answer
 from engine.train_dual import TrainResult, _autocast, linear_schedule, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,44 @@ def split_heldout(examples: Sequence[TrainExample], fraction: float, seed: int) 
         k = 0
     held = set(np.random.default_rng([seed, 7]).permutation(n)[:k].tolist())
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def sample_negatives(
+    examples: Sequence[TrainExample],
+    ranked_ids: Sequence[Sequence[str]],
+    corpus: Corpus,
+    rng: random.Random,
+    top_negatives: int,
+    random_negatives: int = 0,
+    answers: dict[str, Sequence[str]] | None = None,
+) -> tuple[list[TrainExample], int]:
+    """Negatives for cross-encoder training, per example and per labelled positive: `top_negatives`
+    drawn from the retriever's ranking (`ranked_ids`, positives skipped; with `answers`, passages
+    containing one of the question's answer strings are skipped too: likely unlabeled positives),
+    then `random_negatives` drawn from the whole corpus. Returns the examples and how many ranked
+    passages were skipped for containing an answer."""
+    answers = answers or {}
+    ids = corpus.ids
+    out, excluded = [], 0
+    for ex, ranking in zip(examples, ranked_ids, strict=True):
+        positives = set(ex.positives)
+        pool = [pid for pid in ranking if pid not in positives]
+        if answers.get(ex.question_id):
+            kept = [pid for pid in pool if not has_answer(corpus[pid].text, answers[ex.question_id])]
+            excluded += len(pool) - len(kept)
+            pool = kept
+        negatives = rng.sample(pool, min(len(pool), top_negatives * len(positives)))
+        want = len(negatives) + random_negatives * len(positives)
+        if want > len(negatives) and len(ids) <= len(positives) + want:
+            raise ValueError(f"the corpus has too few passages ({len(ids)}) for {want} negatives per question")
+        taken = set(negatives)
+        while len(negatives) < want:
+            pid = ids[rng.randrange(len(ids))]
+            if pid not in positives and pid not in taken:
+                negatives.append(pid)
+                taken.add(pid)
+        out.append(replace(ex, negatives=tuple(negatives)))
+    return out, excluded
 
 
 def sample_pairs(

@@ -291,3 +291,20 @@ def test_pipeline_tables(full, plain):
 
 def test_hostile_passage_is_in_the_corpus(plain):
     assert HOSTILE_ID in plain.dataset.corpus
+
+
+def test_background_ce_training_data_follows_the_pipeline_recipe(plain):
+    from demo.services import ce_training_examples
+    from engine.metrics import has_answer
+
+    examples = ce_training_examples(plain)
+    questions = {q.id: q for q in plain.dataset.split(plain.train_split())[0]}
+    cfg = plain.config
+    assert examples
+    for ex in examples:
+        per_positive = cfg.ce_train_negatives + cfg.ce_train_random_negatives
+        assert len(ex.negatives) == per_positive * len(ex.positives) == len(set(ex.negatives))
+        assert not set(ex.negatives) & set(ex.positives)
+        answers = questions[ex.question_id].answers
+        top = ex.negatives[: cfg.ce_train_negatives * len(ex.positives)]
+        assert not any(has_answer(plain.dataset.corpus[pid].text, answers) for pid in top)
