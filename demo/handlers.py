@@ -99,9 +99,22 @@ def highlights(services: Services, question: str, rows: list[dict]) -> list[High
     return best
 
 
-def ask(services: Services, question: object, k: object = 5, mode: str = "dense") -> AskResult:
+def add_highlights(services: Services, question: str, rows: list[dict]) -> list[dict]:
+    """Fill each row's `highlight` / `highlight_prob` (in place; returns `rows`).
+
+    This scores every sentence of every row with the cross-encoder, which costs about as much as
+    re-ranking the rows, so the Ask tab runs it as a second step after the ranking is shown."""
+    for row, hl in zip(rows, highlights(services, question, rows)):
+        row["highlight"] = split_sentences(row["text"])[hl.sentence_index] if hl is not None else None
+        row["highlight_prob"] = hl.prob if hl is not None else None
+    return rows
+
+
+def ask(services: Services, question: object, k: object = 5, mode: str = "dense", highlight: bool = True) -> AskResult:
     """The top-k passages for a question, with dense (and BM25) scores, and cross-encoder
-    probabilities and re-ranked order when a trained cross-encoder is loaded."""
+    probabilities and re-ranked order when a trained cross-encoder is loaded.
+
+    highlight=False leaves out the answer-bearing sentences (`add_highlights` adds them later)."""
     t0 = time.perf_counter()
     if isinstance(question, bytes):
         question = question.decode("utf-8", errors="replace")
@@ -115,10 +128,8 @@ def ask(services: Services, question: object, k: object = 5, mode: str = "dense"
     reranked = services.ce_trained
     hits = services.retriever.search(text, k=k, mode=mode, rerank_depth=k if reranked else 0)
     rows = [_hit_row(h, reranked) for h in hits]
-    for row, hl in zip(rows, highlights(services, text, rows)):
-        if hl is not None:
-            row["highlight"] = split_sentences(row["text"])[hl.sentence_index]
-            row["highlight_prob"] = hl.prob
+    if highlight:
+        add_highlights(services, text, rows)
     qid = question_id_for(services, text)
     services.remember_question(qid, text)
     notice = (

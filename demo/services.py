@@ -68,6 +68,10 @@ class Services:
         """Swap in a (trained) cross-encoder for scoring and re-ranking."""
         if ce is not None and not ce.is_trained:
             raise ValueError("refusing to use a cross-encoder whose head was never trained")
+        if ce is not None and self.config.int8_cross_encoder:
+            from engine.quantize import quantize_cross_encoder
+
+            ce = quantize_cross_encoder(ce)
         with self._lock:
             self.cross_encoder = ce
             self.retriever.reranker = ce

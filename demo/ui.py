@@ -84,7 +84,8 @@ def ce_status_html(services: Services) -> str:
     if services.ce_trained:
         prov = services.cross_encoder.config.provenance or {}
         where = prov.get("upstream") or services.cross_encoder.config.model
-        html = notice(f"Cross-encoder: trained ({where}). Probabilities and re-ranking are shown.")
+        kind = ", served as dynamic int8" if services.config.int8_cross_encoder else ""
+        html = notice(f"Cross-encoder: trained ({where}{kind}). Probabilities and re-ranking are shown.")
         check = prov.get("app_check") or {}
         if check:
             weak = check["reranked_mrr"] < check["dense_mrr"]
@@ -142,6 +143,7 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
     summary = gr.HTML(elem_id="ask-summary")
     hits_state = gr.State([])
     qid_state = gr.State("")
+    qtext_state = gr.State("")  # the cleaned question of the shown hits (for the highlight step)
     with gr.Row():
         selected = gr.Radio([], label="Judge the selected passage (keys 0-3, s)", elem_id="ask-select", scale=3)
         key_buttons = {
@@ -163,15 +165,16 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
         slot_buttons.append(buttons)
 
     def show(question_text: str, k_value: float, mode_value: str):
+        # the ranking first; the answer-bearing sentences follow in `highlight` (as costly again)
         try:
-            result = handlers.ask(services, question_text, k_value, mode_value)
+            result = handlers.ask(services, question_text, k_value, mode_value, highlight=False)
         except AppError as e:
             raise _fail(e) from None
         n = len(result.hits)
         order = "cross-encoder order (dense rank shown)" if result.reranked else f"{mode_value} order"
         head = f"<div>{n} passages in {order}, {result.seconds * 1000:.0f} ms. Question id <code>{esc(result.question_id)}</code></div>"
         head += notice(result.notice, "warn") if result.notice else ""
-        updates: list = [head, result.hits, result.question_id]
+        updates: list = [head, result.hits, result.question_id, result.question]
         choices = [(f"#{h['rank']} {h['passage_id']}", h["passage_id"]) for h in result.hits]
         updates.append(gr.update(choices=choices, value=choices[0][1] if choices else None))
         for i in range(MAX_K):
@@ -182,9 +185,18 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
             )
         return updates
 
-    outputs = [summary, hits_state, qid_state, selected, *groups, *cards]
-    go.click(show, [question, k, mode], outputs, api_visibility="private")
-    question.submit(show, [question, k, mode], outputs, api_visibility="private")
+    def highlight(question_text: str, hits: list):
+        if not hits or not question_text or not hits[0].get("ce_rank"):
+            return [gr.skip()] * (1 + MAX_K)  # nothing to mark without a trained cross-encoder
+        rows = handlers.add_highlights(services, question_text, [dict(h) for h in hits])
+        cards_html = [hit_card(r, handlers.row_highlight(r), True) for r in rows]
+        return [rows, *cards_html, *[gr.skip()] * (MAX_K - len(rows))]
+
+    outputs = [summary, hits_state, qid_state, qtext_state, selected, *groups, *cards]
+    for trigger in (go.click, question.submit):
+        trigger(show, [question, k, mode], outputs, api_visibility="private").then(
+            highlight, [qtext_state, hits_state], [hits_state, *cards], api_visibility="private"
+        )
 
     def store_grade(name, profile, qid, pid, grade) -> str:
         try:
@@ -480,10 +492,11 @@ def build_app(services: Services) -> gr.Blocks:
         ann_tab.select(render_item, [annotator, blind], ann_outputs, api_visibility="private")
         audit_tab.select(show_audit, None, audit_outputs, api_visibility="private")
 
-        def ask_api(question: str, k: int = 5, mode: str = "dense") -> dict:
-            """Ranked hits for a question: dense score and rank, cross-encoder probability and rank."""
+        def ask_api(question: str, k: int = 5, mode: str = "dense", highlight: bool = True) -> dict:
+            """Ranked hits for a question: dense score and rank, cross-encoder probability and rank, and
+            (highlight=True) the sentence of each hit the cross-encoder finds most answer-bearing."""
             try:
-                r = handlers.ask(services, question, k, mode)
+                r = handlers.ask(services, question, k, mode, highlight=bool(highlight))
             except AppError as e:
                 raise _fail(e) from None
             hits = r.hits
@@ -504,6 +517,7 @@ def build_app(services: Services) -> gr.Blocks:
                 "data": services.data_source,
                 "passages": len(services.dataset.corpus),
                 "cross_encoder_trained": services.ce_trained,
+                "cross_encoder_int8": services.config.int8_cross_encoder,
                 "training": services.jobs.state(CE_JOB).__dict__,
                 "storage": services.db.notice,
                 "ephemeral_storage": services.db.ephemeral,

@@ -114,6 +114,26 @@ def test_ask_grade_with_keyboard_and_no_script_runs(server, page, shots):
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
 
 
+def test_answer_sentences_follow_the_ranking(server, page):
+    """The Ask tab shows the ranking first; a second step marks each hit's best sentence."""
+    from dataclasses import replace
+
+    services, url = server
+    saved = services.config
+    services.config = replace(saved, highlight_min_prob=0.0)  # every hit then has a best sentence
+    try:
+        page.goto(url)
+        text_field(page, "annotator").fill("browser-tester")  # the next tests annotate on this page
+        text_field(page, "ask-question").fill("What are male honeybees called?")
+        page.locator("#ask-button").click()
+        page.locator("#hit-0 mark.answer").wait_for()
+        assert page.locator(".hit mark.answer").count() == services.config.default_k
+        title = page.locator("#hit-0 mark.answer").get_attribute("title")
+        assert title.startswith("cross-encoder probability")
+    finally:
+        services.config = saved
+
+
 def test_annotate_with_keys_then_undo(server, page, shots):
     services, _ = server
     page.get_by_role("tab", name="Annotate").click()

@@ -121,6 +121,36 @@ def test_highlight_threshold_controls_marking(full):
     assert all(h["highlight"] is not None for h in result.hits)  # at bar 0 every hit has a best sentence
 
 
+def test_ranking_first_then_highlights_equals_one_call(full):
+    q = "What are male honeybees called?"
+    low = replace(full.config, highlight_min_prob=0.0)
+    full.config, saved = low, full.config
+    try:
+        whole = handlers.ask(full, q, 4, "dense")
+        ranking = handlers.ask(full, q, 4, "dense", highlight=False)
+        assert all(h["highlight"] is None and h["highlight_prob"] is None for h in ranking.hits)
+        later = handlers.add_highlights(full, ranking.question, [dict(h) for h in ranking.hits])
+    finally:
+        full.config = saved
+    assert [h["passage_id"] for h in ranking.hits] == [h["passage_id"] for h in whole.hits]
+    assert [(h["highlight"], h["highlight_prob"]) for h in later] == [
+        (h["highlight"], h["highlight_prob"]) for h in whole.hits
+    ]
+    assert all(h["highlight"] is not None for h in later)
+
+
+def test_int8_cross_encoder_serves_a_quantised_copy(tmp_path, demo_data, demo_ce, tiny_model_dir):
+    services = load_services(
+        make_config(tmp_path, demo_data, tiny_model_dir, cross_encoder=str(demo_ce), int8_cross_encoder=True)
+    )
+    linear_types = {type(m).__name__ for m in services.cross_encoder.model.modules() if "Linear" in type(m).__name__}
+    assert any("quantized" in type(m).__module__ for m in services.cross_encoder.model.modules()), linear_types
+    assert services.retriever.reranker is services.cross_encoder and services.ce_trained
+    result = handlers.ask(services, "What are male honeybees called?", 5, "dense")
+    probs = [h["ce_prob"] for h in result.hits]
+    assert result.reranked and probs == sorted(probs, reverse=True)
+
+
 # --- judge --------------------------------------------------------------------------------
 
 

@@ -96,3 +96,9 @@ def test_config_precedence_and_defaults():
     assert offline.resolved_data() == str(SAMPLE_DATA)
     with pytest.raises(SystemExit):
         load_config([], env={"GRADIO_SERVER_PORT": "eighty"})
+    assert not c.int8_cross_encoder
+    assert load_config(["--int8-cross-encoder"], env={}).int8_cross_encoder
+    assert load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "1"}).int8_cross_encoder
+    assert not load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "0"}).int8_cross_encoder
+    with pytest.raises(SystemExit, match="ROCKETQA_INT8_CROSS_ENCODER"):
+        load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "maybe"})
