@@ -3,13 +3,17 @@
 Starts `python app.py --data DATA --db DB --port PORT` in a subprocess (a real Gradio server on
 localhost), waits until it answers, then drives it with `gradio_client`:
 
-1. one client: `ask` (question, k) for each of N questions in turn -> per-request latency;
+1. one client, each of N questions in turn, two workloads -> per-request latency:
+   `ranking`: `ask` (question, k=--rerank-k, highlight=False): encode + search + re-rank the top-k,
+   the in-process latency measurement of `python -m engine bench` through HTTP;
+   `highlights`: `ask` (question, k=--k, highlight=True): also the answer-bearing sentence of each
+   hit (the cross-encoder scores every sentence), the whole of what the Ask tab shows;
 2. C concurrent clients (threads, one `Client` each): ask, then `judge` the top hit, R times each
    -> latency under load, errors, and a check in the SQLite file that every judgment id returned
    is stored (no lost judgments) with the annotator and grade that were sent.
 
 Peak memory of the app = VmHWM of its process (/proc/PID/status) read just before it is stopped.
-Writes one JSON object (`--output`, or stdout). Used by `python -m engine bench` (engine/bench_app.py
+Writes one JSON object (`--output`, or stdout). Used by `python -m engine bench` (engine/bench_scale.py
 runs it as a subprocess, so engine/ never imports gradio) and runnable on its own:
 
     python benchmarks/app_api.py --data ../shared/data/squad-v1.1-dev --clients 8 --output app.json
@@ -87,6 +91,8 @@ def start_app(args: argparse.Namespace, db: Path, port: int, log_path: Path) -> 
         cmd += ["--cache", args.cache]
     if args.cross_encoder:
         cmd += ["--cross-encoder", args.cross_encoder]
+    if args.int8_cross_encoder:
+        cmd += ["--int8-cross-encoder"]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
@@ -109,22 +115,35 @@ def client_for(port: int):
     return Client(f"http://127.0.0.1:{port}/", verbose=False)
 
 
-def ask(client, question: str, k: int) -> tuple[dict, float]:
+def ask(client, question: str, k: int, highlight: bool = True) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    out = client.predict(question=question, k=k, mode="dense", api_name="/ask")
+    out = client.predict(question=question, k=k, mode="dense", highlight=highlight, api_name="/ask")
     return out, time.perf_counter() - t0
 
 
-def single_client(port: int, questions: list[str], k: int) -> dict:
+def single_client(port: int, questions: list[str], k: int, rerank_k: int) -> dict:
+    """One client; per question the `ranking` request, then the `highlights` one (alternated)."""
     client = client_for(port)
     ask(client, questions[0], k)  # warm-up (first request loads lazily built state)
-    seconds, errors = [], 0
+    seconds: dict[str, list[float]] = {"ranking": [], "highlights": []}
+    errors, reranked = 0, True
     for q in questions:
-        try:
-            seconds.append(ask(client, q, k)[1])
-        except Exception:  # noqa: BLE001 - any failure of a request counts as an error
-            errors += 1
-    return {"clients": 1, "requests": len(questions), "errors": errors, "ask": summary_ms(seconds)}
+        for name, kk, hl in (("ranking", rerank_k, False), ("highlights", k, True)):
+            try:
+                out, dt = ask(client, q, kk, hl)
+            except Exception:  # noqa: BLE001 - any failure of a request counts as an error
+                errors += 1
+                continue
+            seconds[name].append(dt)
+            reranked = reranked and bool(out.get("reranked"))
+    return {
+        "clients": 1,
+        "requests": 2 * len(questions),
+        "errors": errors,
+        "reranked": reranked,
+        "ranking": {"k": rerank_k, "highlight": False, **summary_ms(seconds["ranking"])},
+        "highlights": {"k": k, "highlight": True, **summary_ms(seconds["highlights"])},
+    }
 
 
 def concurrent_clients(port: int, questions: list[str], k: int, clients: int, rounds: int) -> dict:
@@ -207,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="embedding cache root for the app (default: the app's)")
     p.add_argument("--cross-encoder", default=None, help="trained cross-encoder directory (re-ranks in `ask`)")
     p.add_argument("--questions", type=int, default=50, help="sequential asks by the single client")
-    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (0: skip the load test)")
     p.add_argument("--rounds", type=int, default=5, help="ask + judge rounds per concurrent client")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="hits per `ask` with highlights (and under load)")
+    p.add_argument("--rerank-k", type=int, default=20, help="hits per `ask` without highlights (re-ranked top-k)")
+    p.add_argument("--int8-cross-encoder", action="store_true", help="start the app with --int8-cross-encoder")
     p.add_argument("--startup-timeout", type=float, default=600)
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
@@ -220,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         db, port = Path(tmp) / "bench.db", free_port()
         proc, startup = start_app(args, db, port, Path(tmp) / "app.log")
         try:
-            alone = single_client(port, questions[: args.questions], args.k)
-            loaded = concurrent_clients(port, questions, args.k, args.clients, args.rounds)
+            alone = single_client(port, questions[: args.questions], args.k, args.rerank_k)
+            loaded = (
+                concurrent_clients(port, questions, args.k, args.clients, args.rounds)
+                if args.clients > 0
+                else {"clients": 0, "_sent": []}
+            )
             peak_kib, rss_kib = vm_kib(proc.pid, "VmHWM"), vm_kib(proc.pid, "VmRSS")
         finally:
             proc.terminate()
@@ -233,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "data": str(data),
         "cross_encoder": args.cross_encoder,
+        "int8_cross_encoder": args.int8_cross_encoder,
         "k": args.k,
+        "rerank_k": args.rerank_k,
         "startup_s": round(startup, 2),
         "single": alone,
         "concurrent": loaded,

@@ -52,6 +52,9 @@ class BenchConfig:
     ce_batch: int = 32
     quality_questions: int = 0  # test questions for MRR@10 fp32 vs int8; 0 = the whole split
     quality_split: str = "test"
+    # seeded sample of quality-split questions whose fp32 dense top-`rerank_depth` is re-ranked by
+    # the fp32 and the int8 cross-encoder (re-ranking MRR@10 loss of the int8 path); 0 = skip
+    rerank_quality_questions: int = 300
     int8_skip_ffn_output: bool = False  # QuantizeConfig.skip_ffn_output for the int8 models
     quick_corpus: bool = False  # quality/latency over the passages of the split's articles only
     latency_queries: int = 50
@@ -79,6 +82,7 @@ class BenchConfig:
             encode_passages=128,
             ce_pairs=64,
             quality_questions=300,
+            rerank_quality_questions=50,
             quick_corpus=True,
             latency_queries=20,
             train_steps=2,

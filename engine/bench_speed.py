@@ -187,10 +187,11 @@ def quality_section(ctx: BenchContext) -> Section:
 
     questions, qrels = ctx.split()
     answers = {q.id: q.answers for q in questions if q.answers}
-    out, rows = {}, []
+    out, rows, dense = {}, [], {}
     for label, int8 in (("fp32", False), ("int8", True)):
         vectors = ctx.corpus_vectors(int8)
-        result = evaluate_rankings(_rankings(ctx, vectors, int8), qrels, ctx.corpus, answers or None)
+        dense[label] = _rankings(ctx, vectors, int8)
+        result = evaluate_rankings(dense[label], qrels, ctx.corpus, answers or None)
         out[label] = {
             **{k: round(v, 2) for k, v in result.metrics.items()},  # already in percent
             "corpus_encode_s": round(ctx.seconds("vectors_int8_seconds" if int8 else "vectors_seconds"), 2),
@@ -221,7 +222,51 @@ def quality_section(ctx: BenchContext) -> Section:
             loss < 0.5,
         )
     )
+    rerank = _rerank_quality(ctx, dense["fp32"], qrels, answers)
+    if rerank:
+        data["rerank"] = rerank
+        rows.append(
+            Row(
+                f"re-ranked MRR@10 (fp32 dense top-{rerank['depth']}), fp32 → int8 cross-encoder, "
+                f"{rerank['questions']} {ctx.config.quality_split} questions",
+                f"{rerank['fp32']['MRR@10']:.2f} → {rerank['int8']['MRR@10']:.2f} "
+                f"(loss {rerank['mrr10_loss_points']:.2f} points; dense alone {rerank['dense']['MRR@10']:.2f})",
+                "fp32",
+                None,
+                "loss < 0.5",
+                rerank["mrr10_loss_points"] < 0.5,
+            )
+        )
     return Section("quality", data, rows)
+
+
+def _rerank_quality(ctx: BenchContext, dense: dict[str, list[str]], qrels: dict, answers: dict) -> dict | None:
+    """MRR@10 of the same fp32 dense top-k re-ranked by the fp32 and by the int8 cross-encoder."""
+    from engine.metrics import evaluate_rankings
+
+    cfg = ctx.config
+    if not cfg.rerank_quality_questions or not ctx.cross.is_trained:
+        return None  # an untrained head's order means nothing
+    qids = sorted(q for q in dense if q in qrels)
+    rng = np.random.default_rng(cfg.seed)
+    sample = sorted(rng.choice(len(qids), size=min(cfg.rerank_quality_questions, len(qids)), replace=False))
+    text = {q.id: q.text for q in ctx.split()[0]}
+    chosen = [qids[i] for i in sample]
+    top = {qid: dense[qid][: cfg.rerank_depth] for qid in chosen}
+    sub_qrels = {qid: qrels[qid] for qid in chosen}
+    sub_answers = {qid: answers[qid] for qid in chosen if qid in answers} or None
+    out: dict = {"questions": len(chosen), "depth": cfg.rerank_depth, "seed": cfg.seed}
+    result = evaluate_rankings(top, sub_qrels, ctx.corpus, sub_answers, ks=(1, 5, 20))
+    out["dense"] = {k: round(v, 2) for k, v in result.metrics.items()}
+    for label, ce in (("fp32", ctx.cross), ("int8", ctx.cross_int8)):
+        reranked = {}
+        for qid, ids in top.items():
+            logits = ce.logits([text[qid]] * len(ids), [ctx.corpus[p] for p in ids], batch_size=cfg.ce_batch)
+            reranked[qid] = [ids[i] for i in np.argsort(-logits, kind="stable")]
+        result = evaluate_rankings(reranked, sub_qrels, ctx.corpus, sub_answers, ks=(1, 5, 20))
+        out[label] = {k: round(v, 2) for k, v in result.metrics.items()}
+    out["mrr10_loss_points"] = round(out["fp32"]["MRR@10"] - out["int8"]["MRR@10"], 2)
+    return out
 
 
 # --- query latency in process ---------------------------------------------------------------

@@ -87,6 +87,28 @@ def test_quality_and_latency_sections(ctx):
         assert lat.data[label]["p95_ms"] >= lat.data[label]["p50_ms"] > 0
 
 
+def test_rerank_quality_compares_fp32_and_int8_cross_encoders(ctx):
+    from dataclasses import replace as dc_replace
+
+    from engine.bench_speed import _rerank_quality
+
+    questions, qrels = ctx.split()
+    dense = {q.id: ctx.corpus.ids for q in questions}  # every passage, in corpus order
+    assert _rerank_quality(ctx, dense, qrels, {}) is None  # untrained head: no re-ranking quality
+    ce = ctx.cross
+    ctx._cache["cross"] = type(ce)(ce.model, ce.tokenizer, dc_replace(ce.config, trained=True))
+    ctx._cache.pop("cross_int8", None)
+    try:
+        out = _rerank_quality(ctx, dense, qrels, {})
+    finally:
+        ctx._cache["cross"] = ce
+        ctx._cache.pop("cross_int8", None)
+    assert out["questions"] == len(qrels) and out["depth"] == 3
+    for label in ("dense", "fp32", "int8"):
+        assert 0 <= out[label]["MRR@10"] <= 100
+    assert out["mrr10_loss_points"] == round(out["fp32"]["MRR@10"] - out["int8"]["MRR@10"], 2)
+
+
 def test_train_section_runs_both_trainers(ctx):
     s = train_section(ctx)
     assert s.data["questions_per_repeat"] == 2 and s.data["ours"]["per_s_median"] > 0
