@@ -272,3 +272,27 @@ def test_a_cross_encoder_at_chance_is_refused_by_steps_3_and_4(tiny_model_dir):
     check_cross_encoder(run, with_auc(None), 3)  # nothing on record: a warning, not an error
     run.config = replace(run.config, min_ce_auc=0.0)
     check_cross_encoder(run, with_auc(0.55), 4)  # the check is off
+
+
+def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_config, capsys):
+    """benchmarks/cross_encoder_length.py: step 2 again at another max length, next to the run's own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cel", ROOT / "benchmarks" / "cross_encoder_length.py")
+    cel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cel)
+    run = open_run(SAMPLE, tmp_path / "run", tiny_config)
+    run_pipeline(run, (1, 2))
+    out = tmp_path / "longer"
+    args = ["--data", str(SAMPLE), "--run", str(tmp_path / "run"), "--output", str(out)]
+    assert cel.main([*args, "--max-length", "96", "--questions", "5", "--depth", "4", "--report-truncation"]) == 0
+    report = json.loads((out / "cross_encoder_length.json").read_text())
+    assert (report["max_length"], report["baseline_max_length"]) == (96, tiny_config.cross.max_length)
+    assert json.loads((out / "config.json").read_text())["config"]["cross"]["max_length"] == 96
+    assert (out / "step2_cross_encoder" / "DONE").is_file()
+    rr = report["rerank_test"]
+    assert rr["questions"] == 5 and rr["dual_encoder"].endswith("step1_dual_encoder/model")
+    assert all(0 <= rr[k]["MRR@10"] <= 100 for k in ("dense", "run", "new"))
+    assert {p["pos_threshold"] for p in report["threshold_sweep_dev"]["new"]["positive"]} >= {0.9}
+    cut = report["answer_cut_off_train"]
+    assert 0 <= cut["96"] <= cut[str(tiny_config.cross.max_length)] <= 1  # a longer input cuts off fewer answers

@@ -1,0 +1,135 @@
+"""Step 2 again at another cross-encoder max length, on an existing run's M_D0, and what it changes.
+
+Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.max_length=N`,
+then reports, next to RUN's own cross-encoder:
+- step 2's time and held-out metrics (AUC, accuracy);
+- the dev-only threshold check of engine.ablation.threshold_sweep (pseudo-positive precision per
+  threshold, share of answer-bearing passages kept / dropped per negative threshold);
+- MRR@10 of RUN's final dual-encoder top-20 re-ranked by each cross-encoder, on a seeded sample of
+  test questions (the bench's `rerank_quality_questions` sample).
+
+    python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
+        --run runs/squad-cpu --output runs/ce256 --max-length 256
+
+Why: SQuAD paragraphs are long (median 148 MiniLM tokens); at the `cpu` preset's 160 tokens
+9% of the training positives have their answer cut off (`--report-truncation` prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.ablation import AblationConfig, threshold_sweep  # noqa: E402
+from engine.config import PipelineConfig  # noqa: E402
+from engine.cross_encoder import CrossEncoder  # noqa: E402
+from engine.dual_encoder import DualEncoder  # noqa: E402
+from engine.index import DenseIndex  # noqa: E402
+from engine.metrics import evaluate_rankings  # noqa: E402
+from engine.pipeline import STEP_DIRS, open_run, run_pipeline  # noqa: E402
+from engine.readers import load_any  # noqa: E402
+
+
+def answer_cut_off(ds, split: str, tokenizer, passage_tokens: int) -> float:
+    """Share of the split's gold (question, passage) pairs whose first answer starts past `passage_tokens`."""
+    questions, qrels = ds.split(split)
+    starts = []
+    for q in questions:
+        for pid in qrels[q.id]:
+            text = ds.corpus[pid].text
+            offsets = [text.find(a) for a in q.answers or () if text.find(a) >= 0]
+            if offsets:
+                starts.append(len(tokenizer(text[: min(offsets)], add_special_tokens=False)["input_ids"]))
+    return float(np.mean(np.array(starts) > passage_tokens)) if starts else float("nan")
+
+
+def rerank_mrr(ce: CrossEncoder, top: dict, text: dict, qrels: dict, corpus) -> dict:
+    reranked = {}
+    for qid, ids in top.items():
+        logits = ce.logits([text[qid]] * len(ids), [corpus[p] for p in ids])
+        reranked[qid] = [ids[i] for i in np.argsort(-logits, kind="stable")]
+    m = evaluate_rankings(reranked, qrels, corpus, ks=(1, 5, 20)).metrics
+    return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--run", required=True, help="a finished pipeline run (its step 1, 2 and final model are used)")
+    p.add_argument("--output", required=True, help="new run directory for the re-trained step 2")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--questions", type=int, default=300, help="test questions re-ranked (seeded sample)")
+    p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--report-truncation", action="store_true", help="also print how many answers each length cuts off")
+    args = p.parse_args(argv)
+
+    run_dir, out = Path(args.run), Path(args.output)
+    meta = json.loads((run_dir / "config.json").read_text())
+    base = PipelineConfig.from_dict(meta["config"])
+    config = replace(base, cross=replace(base.cross, max_length=args.max_length))
+    ds = load_any(args.data)
+    fresh = not (out / "config.json").is_file()
+    run = open_run(args.data, out, config, ds)
+    if fresh:
+        shutil.copytree(run_dir / STEP_DIRS[1], out / STEP_DIRS[1])
+    t0 = time.perf_counter()
+    run_pipeline(run, (2,))
+    report: dict = {"max_length": args.max_length, "baseline_max_length": base.cross.max_length}
+    report["step2_seconds"] = {
+        "new": json.loads((out / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),
+        "run": json.loads((run_dir / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),
+        "this_call": round(time.perf_counter() - t0, 1),
+    }
+    report["heldout"] = {
+        name: json.loads((d / STEP_DIRS[2] / "metrics.json").read_text()).get("heldout")
+        for name, d in (("new", out), ("run", run_dir))
+    }
+    report["threshold_sweep_dev"] = {
+        "new": threshold_sweep(out, ds, config, AblationConfig()),
+        "run": threshold_sweep(run_dir, ds, base, AblationConfig()),
+    }
+
+    questions, qrels = ds.split("test")
+    qids = sorted(qrels)
+    rng = np.random.default_rng(args.seed)
+    chosen = [qids[i] for i in sorted(rng.choice(len(qids), min(args.questions, len(qids)), replace=False))]
+    text = {q.id: q.text for q in questions}
+    final = next(d for d in (run_dir / STEP_DIRS[s] / "model" for s in (4, 3, 1)) if d.is_dir())  # latest model
+    dual = DualEncoder.load(final)
+    index = DenseIndex.build(dual.encode_passages(ds.corpus.passages), ds.corpus.ids)
+    res = index.search(dual.encode_queries([text[q] for q in chosen]), args.depth)
+    top = {q: ids for q, ids in zip(chosen, res.ids)}
+    sub = {q: qrels[q] for q in chosen}
+    dense = evaluate_rankings(top, sub, ds.corpus, ks=(1, 5, 20)).metrics
+    report["rerank_test"] = {
+        "questions": len(chosen),
+        "depth": args.depth,
+        "dual_encoder": str(final),
+        "dense": {"MRR@10": round(dense["MRR@10"], 2), "R@1": round(dense["R@1"], 2)},
+        "run": rerank_mrr(CrossEncoder.load(run_dir / STEP_DIRS[2] / "model"), top, text, sub, ds.corpus),
+        "new": rerank_mrr(CrossEncoder.load(out / STEP_DIRS[2] / "model"), top, text, sub, ds.corpus),
+    }
+    if args.report_truncation:
+        tok = CrossEncoder.load(out / STEP_DIRS[2] / "model").tokenizer
+        lengths = (base.cross.max_length, args.max_length)
+        # passage tokens = max length minus ~15 for the question and the special tokens
+        report["answer_cut_off_train"] = {str(n): round(answer_cut_off(ds, "train", tok, n - 15), 3) for n in lengths}
+    text_out = json.dumps(report, indent=2)
+    (out / "cross_encoder_length.json").write_text(text_out + "\n")
+    print(text_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
