@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.ablation import AblationConfig, threshold_sweep  # noqa: E402
+from engine.ablation import AblationConfig, rerank, threshold_sweep  # noqa: E402
 from engine.config import PipelineConfig  # noqa: E402
 from engine.cross_encoder import CrossEncoder  # noqa: E402
 from engine.dual_encoder import DualEncoder  # noqa: E402
@@ -53,12 +53,8 @@ def answer_cut_off(ds, split: str, tokenizer, passage_tokens: int) -> float:
     return float(np.mean(np.array(starts) > passage_tokens)) if starts else float("nan")
 
 
-def rerank_mrr(ce: CrossEncoder, top: dict, text: dict, qrels: dict, corpus) -> dict:
-    reranked = {}
-    for qid, ids in top.items():
-        logits = ce.logits([text[qid]] * len(ids), [corpus[p] for p in ids])
-        reranked[qid] = [ids[i] for i in np.argsort(-logits, kind="stable")]
-    m = evaluate_rankings(reranked, qrels, corpus, ks=(1, 5, 20)).metrics
+def rerank_mrr(ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, depth: int) -> dict:
+    m = evaluate_rankings(rerank(ce, ds, questions, top, depth), qrels, ds.corpus, ks=(1, 5, 20)).metrics
     return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
 
 
@@ -104,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     qids = sorted(qrels)
     rng = np.random.default_rng(args.seed)
     chosen = [qids[i] for i in sorted(rng.choice(len(qids), min(args.questions, len(qids)), replace=False))]
-    text = {q.id: q.text for q in questions}
+    by_id = {q.id: q for q in questions}
+    picked = [by_id[q] for q in chosen]
     final = next(d for d in (run_dir / STEP_DIRS[s] / "model" for s in (4, 3, 1)) if d.is_dir())  # latest model
     dual = DualEncoder.load(final)
     index = DenseIndex.build(dual.encode_passages(ds.corpus.passages), ds.corpus.ids)
-    res = index.search(dual.encode_queries([text[q] for q in chosen]), args.depth)
+    res = index.search(dual.encode_queries([q.text for q in picked]), args.depth)
     top = {q: ids for q, ids in zip(chosen, res.ids)}
     sub = {q: qrels[q] for q in chosen}
     dense = evaluate_rankings(top, sub, ds.corpus, ks=(1, 5, 20)).metrics
@@ -117,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         "depth": args.depth,
         "dual_encoder": str(final),
         "dense": {"MRR@10": round(dense["MRR@10"], 2), "R@1": round(dense["R@1"], 2)},
-        "run": rerank_mrr(CrossEncoder.load(run_dir / STEP_DIRS[2] / "model"), top, text, sub, ds.corpus),
-        "new": rerank_mrr(CrossEncoder.load(out / STEP_DIRS[2] / "model"), top, text, sub, ds.corpus),
+        "run": rerank_mrr(CrossEncoder.load(run_dir / STEP_DIRS[2] / "model"), ds, picked, top, sub, args.depth),
+        "new": rerank_mrr(CrossEncoder.load(out / STEP_DIRS[2] / "model"), ds, picked, top, sub, args.depth),
     }
     if args.report_truncation:
         tok = CrossEncoder.load(out / STEP_DIRS[2] / "model").tokenizer

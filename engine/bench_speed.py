@@ -242,6 +242,7 @@ def quality_section(ctx: BenchContext) -> Section:
 
 def _rerank_quality(ctx: BenchContext, dense: dict[str, list[str]], qrels: dict, answers: dict) -> dict | None:
     """MRR@10 of the same fp32 dense top-k re-ranked by the fp32 and by the int8 cross-encoder."""
+    from engine.ablation import rerank
     from engine.metrics import evaluate_rankings
 
     cfg = ctx.config
@@ -250,8 +251,8 @@ def _rerank_quality(ctx: BenchContext, dense: dict[str, list[str]], qrels: dict,
     qids = sorted(q for q in dense if q in qrels)
     rng = np.random.default_rng(cfg.seed)
     sample = sorted(rng.choice(len(qids), size=min(cfg.rerank_quality_questions, len(qids)), replace=False))
-    text = {q.id: q.text for q in ctx.split()[0]}
     chosen = [qids[i] for i in sample]
+    questions = [ctx.dataset.questions[qid] for qid in chosen]
     top = {qid: dense[qid][: cfg.rerank_depth] for qid in chosen}
     sub_qrels = {qid: qrels[qid] for qid in chosen}
     sub_answers = {qid: answers[qid] for qid in chosen if qid in answers} or None
@@ -259,10 +260,7 @@ def _rerank_quality(ctx: BenchContext, dense: dict[str, list[str]], qrels: dict,
     result = evaluate_rankings(top, sub_qrels, ctx.corpus, sub_answers, ks=(1, 5, 20))
     out["dense"] = {k: round(v, 2) for k, v in result.metrics.items()}
     for label, ce in (("fp32", ctx.cross), ("int8", ctx.cross_int8)):
-        reranked = {}
-        for qid, ids in top.items():
-            logits = ce.logits([text[qid]] * len(ids), [ctx.corpus[p] for p in ids], batch_size=cfg.ce_batch)
-            reranked[qid] = [ids[i] for i in np.argsort(-logits, kind="stable")]
+        reranked = rerank(ce, ctx.dataset, questions, top, cfg.rerank_depth)
         result = evaluate_rankings(reranked, sub_qrels, ctx.corpus, sub_answers, ks=(1, 5, 20))
         out[label] = {k: round(v, 2) for k, v in result.metrics.items()}
     out["mrr10_loss_points"] = round(out["fp32"]["MRR@10"] - out["int8"]["MRR@10"], 2)
