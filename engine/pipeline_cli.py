@@ -44,7 +44,19 @@ def build_config(args: argparse.Namespace):
         config = replace(config, extra_unlabeled=tuple(str(Path(p).resolve()) for p in args.extra_unlabeled))
     if args.threads:
         config = replace(config, num_threads=args.threads)
+    if getattr(args, "cross_max_length", 0):
+        config = replace(config, cross=replace(config.cross, max_length=args.cross_max_length))
     return config
+
+
+def _cross_max_length(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cross-max-length must be a whole number, got {text!r}") from None
+    if value != 0 and not 32 <= value <= 512:
+        raise argparse.ArgumentTypeError(f"--cross-max-length must be 0 (the preset's) or 32-512 tokens, got {value}")
+    return value
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
@@ -205,6 +217,13 @@ def add_parser(subparsers) -> None:
         help="question files (NQ-open, TriviaQA JSONL) added to step 4's pool",
     )
     r.add_argument("--threads", type=int, default=0, help="torch threads (0 = the preset's)")
+    r.add_argument(
+        "--cross-max-length",
+        type=_cross_max_length,
+        default=0,
+        help="cross-encoder tokens per (question, passage) pair (0 = the preset's: cpu 160, paper 384); "
+        "256 trains a better cross-encoder on SQuAD but step 2 takes ~1.6x as long (docs/PIPELINE.md)",
+    )
     r.set_defaults(func=cmd_pipeline_run)
 
     s = sub.add_parser("summary", help="counts per decision and how often each was right (gold / answers)")

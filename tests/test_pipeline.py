@@ -184,6 +184,20 @@ def test_bad_steps_argument_is_refused(capsys):
     assert "--steps" in capsys.readouterr().err
 
 
+def test_cross_max_length_argument(capsys):
+    from engine.cli import build_parser
+    from engine.pipeline_cli import build_config
+
+    base = ["pipeline", "run", "--data", "d", "--output", "o", "--preset", "cpu"]
+    assert build_config(build_parser().parse_args(base)).cross.max_length == preset("cpu").cross.max_length
+    config = build_config(build_parser().parse_args([*base, "--cross-max-length", "256"]))
+    assert config.cross.max_length == 256 and config.step1 == preset("cpu").step1
+    for bad in ("8", "1024", "long"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--cross-max-length", bad])
+        assert "--cross-max-length" in capsys.readouterr().err
+
+
 def test_ablation_table_noise_notes_and_plot(tmp_path):
     from engine.ablation import AblationRow, AblationTable, _noise_notes, plot
     from engine.metrics import evaluate_rankings
