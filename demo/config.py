@@ -56,7 +56,7 @@ class AppConfig:
     ce_train_depth: int = 20  # dense top-k the negatives are sampled from
     ce_train_learning_rate: float = 1e-4
     highlight_min_prob: float = 0.5  # a sentence is highlighted as answer-bearing at or above this
-    # score with an int8 copy of the cross-encoder (engine.quantize): ~1.6x the pairs/s on a 2-core
+    # score with an int8 copy of the cross-encoder (engine.quantize): ~1.5x the pairs/s on a 2-core
     # CPU; the trained fp32 model is what gets saved
     int8_cross_encoder: bool = False
 

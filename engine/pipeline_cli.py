@@ -44,7 +44,7 @@ def build_config(args: argparse.Namespace):
         config = replace(config, extra_unlabeled=tuple(str(Path(p).resolve()) for p in args.extra_unlabeled))
     if args.threads:
         config = replace(config, num_threads=args.threads)
-    if getattr(args, "cross_max_length", 0):
+    if args.cross_max_length:
         config = replace(config, cross=replace(config.cross, max_length=args.cross_max_length))
     return config
 
