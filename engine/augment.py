@@ -39,6 +39,13 @@ class AugmentConfig:
     max_negatives: int = 4  # pseudo-negatives kept per question (best dense rank first); paper: 4 hard negatives
     max_questions: int = 0  # >0: use only the first N unlabeled questions (CPU budget)
     seed: int = 13
+    # >0: choose the positive threshold on the dev split instead of using pos_threshold as is: the
+    # lowest of pos_threshold_grid (never below pos_threshold) whose dev pseudo-positives reach this
+    # precision against the gold paragraph with at least pos_min_support of them (`choose_pos_threshold`).
+    # The paper fixes 0.9; 0 keeps it.
+    pos_precision_target: float = 0.0
+    pos_threshold_grid: tuple[float, ...] = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+    pos_min_support: int = 50
 
 
 def decide(candidates: Sequence[Candidate], pos_threshold: float, neg_threshold: float) -> list[Decision]:
@@ -60,6 +67,53 @@ def decide(candidates: Sequence[Candidate], pos_threshold: float, neg_threshold:
             decision = IGNORED
         out.append(Decision(c.passage_id, c.dense_rank, c.dense_score, c.ce_prob, False, decision))
     return out
+
+
+def choose_pos_threshold(
+    best: Sequence[tuple[float, bool, bool]],
+    grid: Sequence[float],
+    target: float,
+    min_support: int,
+    default: float,
+) -> dict:
+    """The positive threshold chosen on labelled (dev) questions, with the table it was chosen from.
+
+    `best` holds, per dev question, its top passage's (cross-encoder probability, is gold, has an
+    answer string), the top passage chosen exactly as `decide` does. A threshold t is eligible when
+    t >= default, at least `min_support` questions have a probability > t, and the gold precision of
+    those reaches `target`; the lowest eligible t wins (the most pseudo-labels at that precision).
+    When none is eligible, `default` is kept and `reached` is False.
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"the precision target must be in (0, 1], got {target}")
+    table = []
+    for t in sorted(set(grid) | {default}):
+        chosen = [b for b in best if b[0] > t]
+        n = len(chosen)
+        table.append(
+            {
+                "pos_threshold": t,
+                "pseudo_positives": n,
+                "precision_gold": round(sum(b[1] for b in chosen) / n, 4) if n else None,
+                "precision_answer": round(sum(b[2] for b in chosen) / n, 4) if n else None,
+            }
+        )
+    eligible = [
+        row
+        for row in table
+        if row["pos_threshold"] >= default
+        and row["pseudo_positives"] >= min_support
+        and row["precision_gold"] >= target
+    ]
+    threshold = eligible[0]["pos_threshold"] if eligible else default
+    return {
+        "questions": len(best),
+        "target_precision_gold": target,
+        "min_support": min_support,
+        "reached": bool(eligible),
+        "pos_threshold": threshold,
+        "table": table,
+    }
 
 
 def pseudo_example(question: Question, decisions: Sequence[Decision], max_negatives: int) -> TrainExample | None:

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import torch
 
+from engine.augment import PSEUDO_POSITIVE, choose_pos_threshold, pseudo_example
 from engine.augment import decide as augment_decide
-from engine.augment import pseudo_example
 from engine.config import PipelineConfig
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, DataError, Dataset, Question
@@ -55,7 +55,7 @@ from engine.denoise import Candidate, Ranking, denoise_question, retrieve, score
 from engine.dual_encoder import DualEncoder
 from engine.examples import TrainExample, check_examples, read_examples, write_examples
 from engine.index import DenseIndex
-from engine.metrics import evaluate_rankings
+from engine.metrics import evaluate_rankings, has_answer
 
 log = logging.getLogger(__name__)
 
@@ -565,6 +565,57 @@ def unlabeled_questions(run: Run) -> list[Question]:
     return unique
 
 
+def dev_pos_threshold(run: Run, m1: DualEncoder, index: DenseIndex, ce: CrossEncoder) -> dict:
+    """Step 4's positive threshold chosen on the dev split (`engine.augment.choose_pos_threshold`).
+
+    The dev questions go through exactly what unlabeled ones do (M_D1's top-k, scored by M_C, the
+    top passage chosen as `decide` does); their gold paragraphs and answers, never used for
+    training, judge each candidate threshold. Nothing of the test split is read.
+    """
+    cfg = run.config.augment
+    split = run.config.dev_split
+    if split not in run.dataset.qrels:
+        raise PipelineError(f"choosing the positive threshold on dev needs a {split!r} split in the data")
+    questions, qrels = run.dataset.split(split)
+    rankings = retrieve(m1, index, questions, cfg.top_k)
+    pairs = [(q.text, pid) for q, r in zip(questions, rankings) for pid in r.ids]
+    run.report(0.0, f"step 4: scoring {len(pairs):,} dev pairs to choose the positive threshold")
+    probs = iter(score(ce, pairs, run.corpus, batch_size=run.config.ce_batch_size).tolist())
+    best = []
+    for q, r in zip(questions, rankings):
+        candidates = [Candidate(pid, rank, s, next(probs)) for rank, (pid, s) in enumerate(zip(r.ids, r.scores), 1)]
+        if not candidates:
+            continue
+        # the top passage exactly as `decide` picks it (every question passes a threshold of -inf)
+        top = next(d for d in augment_decide(candidates, float("-inf"), 0.0) if d.decision == PSEUDO_POSITIVE)
+        gold = {p for p, g in qrels[q.id].items() if g > 0}
+        answer = bool(q.answers) and has_answer(run.corpus[top.passage_id].text, q.answers)
+        best.append((top.ce_prob, top.passage_id in gold, answer))
+    choice = choose_pos_threshold(
+        best, cfg.pos_threshold_grid, cfg.pos_precision_target, cfg.pos_min_support, cfg.pos_threshold
+    )
+    choice["split"] = split
+    row = next(x for x in choice["table"] if x["pos_threshold"] == choice["pos_threshold"])
+    if choice["reached"]:
+        log.info(
+            "positive threshold %.3f chosen on %s: %d of %d questions, gold precision %.3f",
+            choice["pos_threshold"],
+            split,
+            row["pseudo_positives"],
+            len(best),
+            row["precision_gold"],
+        )
+    else:
+        log.warning(
+            "no positive threshold reaches gold precision %.2f on %s with %d pseudo-positives: keeping %.2f",
+            cfg.pos_precision_target,
+            split,
+            cfg.pos_min_support,
+            cfg.pos_threshold,
+        )
+    return choice
+
+
 def step4_augment(run: Run) -> dict:
     """M_D2 on labelled (step 3's denoised examples) + pseudo-labelled unlabeled questions."""
     cfg = run.config.augment
@@ -581,7 +632,12 @@ def step4_augment(run: Run) -> dict:
     m1_path, ce_path = run.step_dir(3) / "model", run.step_dir(2) / "model"
     m1, ce = DualEncoder.load(m1_path), CrossEncoder.load(ce_path)
     check_cross_encoder(run, ce, 4)
-    rankings = retrieve(m1, dense_index(run, m1), questions, cfg.top_k)
+    index = dense_index(run, m1)
+    threshold_choice = None
+    if cfg.pos_precision_target > 0:
+        threshold_choice = dev_pos_threshold(run, m1, index, ce)
+        cfg = replace(cfg, pos_threshold=threshold_choice["pos_threshold"])
+    rankings = retrieve(m1, index, questions, cfg.top_k)
     t_retrieve = time.perf_counter()
     pairs = [(q.text, pid) for q, r in zip(questions, rankings) for pid in r.ids]
     run.report(0.0, f"step 4: scoring {len(pairs):,} pairs with the cross-encoder")
@@ -621,6 +677,8 @@ def step4_augment(run: Run) -> dict:
         "pseudo_labelled_questions": len(pseudo),
         "labelled_questions": len(labelled),
         "decisions": dict(Counter(r.decision for r in records)),
+        "pos_threshold": cfg.pos_threshold,
+        "pos_threshold_choice": threshold_choice,
         "pseudo_label_quality": _pseudo_quality(run, records, {q.id: q.answers for q in questions if q.answers}),
         **metrics,
         "train": train,

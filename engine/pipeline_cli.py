@@ -46,7 +46,25 @@ def build_config(args: argparse.Namespace):
         config = replace(config, num_threads=args.threads)
     if args.cross_max_length:
         config = replace(config, cross=replace(config.cross, max_length=args.cross_max_length))
+    if args.pos_threshold is not None:
+        config = replace(config, augment=replace(config.augment, pos_threshold=args.pos_threshold))
+    if args.pos_threshold_from_dev is not None:
+        config = replace(config, augment=replace(config.augment, pos_precision_target=args.pos_threshold_from_dev))
     return config
+
+
+def _probability(flag: str, low_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not (0.0 < value < 1.0 if low_open else 0.0 < value <= 1.0):
+            bound = "between 0 and 1 (exclusive)" if low_open else "in (0, 1]"
+            raise argparse.ArgumentTypeError(f"{flag} must be a probability {bound}, got {text}")
+        return value
+
+    return parse
 
 
 def _cross_max_length(text: str) -> int:
@@ -223,6 +241,20 @@ def add_parser(subparsers) -> None:
         default=0,
         help="cross-encoder tokens per (question, passage) pair (0 = the preset's: cpu 160, paper 384); "
         "256 trains a better cross-encoder on SQuAD but step 2 takes ~1.6x as long (docs/PIPELINE.md)",
+    )
+    r.add_argument(
+        "--pos-threshold",
+        type=_probability("--pos-threshold", low_open=True),
+        default=None,
+        help="step 4: pseudo-positive iff cross-encoder probability > this (default: the preset's, paper 0.9)",
+    )
+    r.add_argument(
+        "--pos-threshold-from-dev",
+        type=_probability("--pos-threshold-from-dev"),
+        default=None,
+        metavar="PRECISION",
+        help="step 4: choose the positive threshold on the dev split: the lowest of 0.9-0.995 (never below "
+        "--pos-threshold) whose dev pseudo-positives reach this gold precision (e.g. 0.9); kept when none does",
     )
     r.set_defaults(func=cmd_pipeline_run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.augment import decide, pseudo_example
+from engine.augment import choose_pos_threshold, decide, pseudo_example
 from engine.data import Question
 from engine.denoise import Candidate
 
@@ -56,3 +56,22 @@ def test_pseudo_example():
     assert ex.positives == ("p2",) and ex.negatives == ("p3", "p4")
     assert pseudo_example(q, decide(table(0.5, 0.01), 0.9, 0.1), 2) is None
     assert decide([], 0.9, 0.1) == []
+
+
+def test_positive_threshold_chosen_on_dev_is_the_lowest_that_reaches_the_precision():
+    # (top probability, top is gold, top has an answer) per dev question
+    best = [(0.92, False, True)] * 10 + [(0.96, True, True)] * 9 + [(0.96, False, False)] + [(0.5, False, False)] * 5
+    choice = choose_pos_threshold(best, (0.9, 0.95, 0.99), target=0.9, min_support=5, default=0.9)
+    rows = {r["pos_threshold"]: r for r in choice["table"]}
+    assert rows[0.9] == {"pos_threshold": 0.9, "pseudo_positives": 20, "precision_gold": 0.45, "precision_answer": 0.95}
+    assert (rows[0.95]["pseudo_positives"], rows[0.95]["precision_gold"]) == (10, 0.9)
+    assert rows[0.99]["pseudo_positives"] == 0 and rows[0.99]["precision_gold"] is None
+    assert choice["reached"] and choice["pos_threshold"] == 0.95 and choice["questions"] == 25
+    # too few pseudo-positives at 0.95: nothing is eligible, the default stays
+    choice = choose_pos_threshold(best, (0.9, 0.95, 0.99), target=0.9, min_support=11, default=0.9)
+    assert not choice["reached"] and choice["pos_threshold"] == 0.9
+    # never below the configured threshold, even when a lower one would reach the target
+    choice = choose_pos_threshold([(0.5, True, True)] * 10, (0.3, 0.4), target=0.9, min_support=1, default=0.45)
+    assert choice["pos_threshold"] == 0.45 and [r["pos_threshold"] for r in choice["table"]] == [0.3, 0.4, 0.45]
+    with pytest.raises(ValueError, match="precision target"):
+        choose_pos_threshold(best, (0.9,), target=0.0, min_support=1, default=0.9)

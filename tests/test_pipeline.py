@@ -126,6 +126,33 @@ def test_four_steps_end_to_end_then_resume(tmp_path, sample, tiny_config, caplog
     assert (d / "step4_augment" / "DONE").is_file() and not (d / "step4_augment" / "partial-leftover").exists()
     assert any("step1_dual_encoder: DONE, skipped" in m for m in caplog.messages)
 
+    # the positive threshold chosen on dev agrees with a hand count over the same dev pairs
+    from engine.cross_encoder import CrossEncoder
+    from engine.denoise import retrieve, score
+    from engine.dual_encoder import DualEncoder
+    from engine.pipeline import dense_index, dev_pos_threshold
+
+    run.config = replace(run.config, augment=replace(run.config.augment, pos_precision_target=0.5, pos_min_support=1))
+    m1, ce = DualEncoder.load(d / STEP_DIRS[3] / "model"), CrossEncoder.load(d / STEP_DIRS[2] / "model")
+    index = dense_index(run, m1)
+    choice = dev_pos_threshold(run, m1, index, ce)
+    questions, qrels = sample.split("dev")
+    rankings = retrieve(m1, index, questions, run.config.augment.top_k)
+    probs = score(ce, [(q.text, pid) for q, r in zip(questions, rankings) for pid in r.ids], sample.corpus).tolist()
+    best, i = [], 0
+    for q, r in zip(questions, rankings):
+        p, pid = max(zip(probs[i : i + len(r.ids)], r.ids), key=lambda x: x[0])
+        best.append((p, qrels[q.id].get(pid, 0) > 0))
+        i += len(r.ids)
+    assert choice["questions"] == len(questions) and choice["split"] == "dev"
+    for row in choice["table"]:
+        chosen = [g for p, g in best if p > row["pos_threshold"]]
+        assert row["pseudo_positives"] == len(chosen)
+        if chosen:
+            assert row["precision_gold"] == round(sum(chosen) / len(chosen), 4)
+    eligible = [r["pos_threshold"] for r in choice["table"] if r["pseudo_positives"] and r["precision_gold"] >= 0.5]
+    assert choice["pos_threshold"] == (min(eligible) if eligible else run.config.augment.pos_threshold)
+
 
 def test_run_directory_of_another_corpus_or_config_is_refused(tmp_path, tiny_config):
     open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
@@ -196,6 +223,27 @@ def test_cross_max_length_argument(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, "--cross-max-length", bad])
         assert "--cross-max-length" in capsys.readouterr().err
+
+
+def test_positive_threshold_arguments(capsys):
+    from engine.cli import build_parser
+    from engine.pipeline_cli import build_config
+
+    base = ["pipeline", "run", "--data", "d", "--output", "o", "--preset", "cpu"]
+    default = build_config(build_parser().parse_args(base)).augment
+    assert (default.pos_threshold, default.pos_precision_target) == (0.9, 0.0)
+    args = [*base, "--pos-threshold", "0.95", "--pos-threshold-from-dev", "0.9"]
+    augment = build_config(build_parser().parse_args(args)).augment
+    assert (augment.pos_threshold, augment.pos_precision_target) == (0.95, 0.9)
+    for flag, bad in (
+        ("--pos-threshold", "1"),
+        ("--pos-threshold", "-0.2"),
+        ("--pos-threshold-from-dev", "0"),
+        ("--pos-threshold-from-dev", "high"),
+    ):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, flag, bad])
+        assert flag in capsys.readouterr().err
 
 
 def test_ablation_table_noise_notes_and_plot(tmp_path):
