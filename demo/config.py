@@ -10,7 +10,8 @@ Precedence: a command-line flag, then its environment variable, then the default
 | `--cross-encoder M` | `ROCKETQA_CROSS_ENCODER` | cross-encoder directory or hub id |
 | `--db PATH` | `ROCKETQA_DB` | annotation database (default: `annotations.config.resolve_db_path`) |
 | `--cache DIR` | `ROCKETQA_CACHE` | embedding/index cache root |
-| `--int8-cross-encoder` | `ROCKETQA_INT8_CROSS_ENCODER=1` | serve the cross-encoder as dynamic int8 (faster on CPU; measured cost in docs/BENCHMARKS.md) |
+| `--int8-cross-encoder` | `ROCKETQA_INT8_CROSS_ENCODER=1` | serve the cross-encoder as int8 (faster on CPU; measured cost in docs/BENCHMARKS.md) |
+| `--int8-backend B` | `ROCKETQA_INT8_BACKEND` | how the int8 cross-encoder runs: `onnx` (ONNX Runtime), `torch` (PyTorch dynamic), `auto` (default: onnx when installed) |
 | `--host`, `--port` | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the server listens |
 | | `SPACE_ID` | set by Hugging Face Spaces: enables login and the hub default data |
 
@@ -27,6 +28,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+INT8_BACKENDS = ("auto", "onnx", "torch")
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 HUB_DEFAULT_DATA = "hf:squad"
@@ -59,6 +62,7 @@ class AppConfig:
     # score with an int8 copy of the cross-encoder (engine.quantize): ~1.5x the pairs/s on a 2-core
     # CPU; the trained fp32 model is what gets saved
     int8_cross_encoder: bool = False
+    int8_backend: str = "auto"  # engine.quantize.QuantizeConfig.backend of the int8 cross-encoder
 
     @property
     def on_space(self) -> bool:
@@ -92,8 +96,15 @@ def parser() -> argparse.ArgumentParser:
         dest="int8_cross_encoder",
         action="store_true",
         default=None,
-        help="score with a dynamic-int8 copy of the cross-encoder: faster on CPU, slightly different "
+        help="score with an int8 copy of the cross-encoder: faster on CPU, slightly different "
         "probabilities (env ROCKETQA_INT8_CROSS_ENCODER=1)",
+    )
+    p.add_argument(
+        "--int8-backend",
+        dest="int8_backend",
+        choices=INT8_BACKENDS,
+        help="how the int8 cross-encoder runs: onnx (ONNX Runtime), torch (PyTorch dynamic quantisation), "
+        "auto = onnx when installed (env ROCKETQA_INT8_BACKEND, default auto)",
     )
     return p
 
@@ -125,7 +136,15 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         space_id=space_id,
         hub_access=bool(space_id) and not offline,
         int8_cross_encoder=bool(args.int8_cross_encoder) or _env_flag(env, "ROCKETQA_INT8_CROSS_ENCODER"),
+        int8_backend=_int8_backend(pick(args.int8_backend, "ROCKETQA_INT8_BACKEND", "auto")),
     )
+
+
+def _int8_backend(value: str) -> str:
+    value = value.strip().lower()
+    if value not in INT8_BACKENDS:
+        raise SystemExit(f"ROCKETQA_INT8_BACKEND must be one of {', '.join(INT8_BACKENDS)}, got {value!r}")
+    return value
 
 
 def _env_flag(env: Mapping[str, str], var: str) -> bool:

@@ -64,14 +64,21 @@ class Services:
     def ce_trained(self) -> bool:
         return self.cross_encoder is not None and self.cross_encoder.is_trained
 
+    @property
+    def int8_backend(self) -> str:
+        """How an int8 cross-encoder runs here: "onnx" (ONNX Runtime) or "torch" (PyTorch dynamic)."""
+        from engine.quantize import QuantizeConfig
+
+        return QuantizeConfig(backend=self.config.int8_backend).resolved_backend()
+
     def set_cross_encoder(self, ce: CrossEncoder | None) -> None:
         """Swap in a (trained) cross-encoder for scoring and re-ranking."""
         if ce is not None and not ce.is_trained:
             raise ValueError("refusing to use a cross-encoder whose head was never trained")
         if ce is not None and self.config.int8_cross_encoder:
-            from engine.quantize import quantize_cross_encoder
+            from engine.quantize import QuantizeConfig, quantize_cross_encoder
 
-            ce = quantize_cross_encoder(ce)
+            ce = quantize_cross_encoder(ce, QuantizeConfig(backend=self.config.int8_backend))
         with self._lock:
             self.cross_encoder = ce
             self.retriever.reranker = ce

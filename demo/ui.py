@@ -84,7 +84,7 @@ def ce_status_html(services: Services) -> str:
     if services.ce_trained:
         prov = services.cross_encoder.config.provenance or {}
         where = prov.get("upstream") or services.cross_encoder.config.model
-        kind = ", served as dynamic int8" if services.config.int8_cross_encoder else ""
+        kind = f", served as {services.int8_backend} int8" if services.config.int8_cross_encoder else ""
         html = notice(f"Cross-encoder: trained ({where}{kind}). Probabilities and re-ranking are shown.")
         check = prov.get("app_check") or {}
         if check:
@@ -518,6 +518,7 @@ def build_app(services: Services) -> gr.Blocks:
                 "passages": len(services.dataset.corpus),
                 "cross_encoder_trained": services.ce_trained,
                 "cross_encoder_int8": services.config.int8_cross_encoder,
+                "cross_encoder_int8_backend": services.int8_backend if services.config.int8_cross_encoder else None,
                 "training": services.jobs.state(CE_JOB).__dict__,
                 "storage": services.db.notice,
                 "ephemeral_storage": services.db.ephemeral,

@@ -255,6 +255,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "repeats": args.repeats,
             "pipeline_run": args.pipeline_run,
             "ablation": args.ablation,
+            "int8_backend": args.int8_backend,
             "sections": tuple(args.only.split(",")) if args.only else None,
         }.items()
         if v is not None
@@ -298,6 +299,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per side")
     p.add_argument("--pipeline-run", default=None, help="finished pipeline run directory: report its per-step times")
     p.add_argument("--ablation", default=None, help="ablation output directory: append its quality table")
+    p.add_argument(
+        "--int8-backend",
+        choices=["auto", "onnx", "torch"],
+        default=None,
+        help="how the int8 models run: onnx (ONNX Runtime), torch (PyTorch dynamic), auto = onnx when installed",
+    )
     p.add_argument(
         "--merge",
         default=None,

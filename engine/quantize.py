@@ -13,7 +13,9 @@ projection (after GELU) has outlier channels. `QuantizeConfig.skip_ffn_output=Tr
 six layers in fp32: closer embeddings (MRR@10 loss 0.53), less speed-up (~1.3x). The retrieval quality cost is measured by
 `python -m engine bench` (MRR@10 on the SQuAD test split, fp32 vs int8), not assumed.
 
-Not covered: static quantisation, ONNX Runtime (not installed here), GPUs (use bf16 there).
+`QuantizeConfig(backend="onnx")` exports the model to ONNX and runs it with ONNX Runtime, its MatMul
+weights in int8 (`engine.onnx_int8`); `backend="auto"` takes it when onnxruntime is installed.
+Not covered: static quantisation, GPUs (use bf16 there).
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ class QuantizeConfig:
     per_channel: bool = True  # one scale per output channel of each weight (much closer to fp32)
     skip_ffn_output: bool = False  # keep the FFN output projections (after GELU, outlier-prone) in fp32
     skip_pooler: bool = True  # BERT's pooler is unused by mean pooling; leave it alone
+    # "torch": PyTorch dynamic quantisation (fbgemm); "onnx": the model exported to ONNX and run by
+    # ONNX Runtime with its MatMul weights in int8 (engine.onnx_int8); "auto": onnx when installed
+    backend: str = "torch"
+
+    def resolved_backend(self) -> str:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"int8 backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend != "auto":
+            return self.backend
+        from engine.onnx_int8 import available
+
+        return "onnx" if available() else "torch"
+
+
+BACKENDS = ("torch", "onnx", "auto")
 
 
 def linear_names(model: torch.nn.Module, config: QuantizeConfig) -> list[str]:
@@ -82,11 +99,26 @@ def _with_model(encoder: TextEncoder, model: torch.nn.Module) -> TextEncoder:
     return TextEncoder(model, encoder.tokenizer, encoder.pooling, encoder.normalize, encoder.max_length)
 
 
+def _int8_module(module: torch.nn.Module, tokenizer, output: str, config: QuantizeConfig | None) -> torch.nn.Module:
+    config = config or QuantizeConfig()
+    if config.resolved_backend() == "torch":
+        return quantize_module(module, config)
+    from engine.onnx_int8 import onnx_module
+
+    return onnx_module(
+        module, tokenizer, output, int8=True, skip_ffn_output=config.skip_ffn_output, per_channel=config.per_channel
+    )
+
+
 def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = None) -> DualEncoder:
     """An int8 copy of a dual-encoder (shared towers stay shared)."""
-    q_model = quantize_module(model.query_encoder.model, config)
+    q_model = _int8_module(model.query_encoder.model, model.query_encoder.tokenizer, "last_hidden_state", config)
     shared = model.passage_encoder.model is model.query_encoder.model
-    p_model = q_model if shared else quantize_module(model.passage_encoder.model, config)
+    p_model = (
+        q_model
+        if shared
+        else _int8_module(model.passage_encoder.model, model.passage_encoder.tokenizer, "last_hidden_state", config)
+    )
     return DualEncoder(
         _with_model(model.query_encoder, q_model), _with_model(model.passage_encoder, p_model), model.config
     )
@@ -94,4 +126,4 @@ def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = No
 
 def quantize_cross_encoder(model: CrossEncoder, config: QuantizeConfig | None = None) -> CrossEncoder:
     """An int8 copy of a cross-encoder (same tokenizer, calibration and trained flag)."""
-    return CrossEncoder(quantize_module(model.model, config), model.tokenizer, model.config)
+    return CrossEncoder(_int8_module(model.model, model.tokenizer, "logits", config), model.tokenizer, model.config)

@@ -139,12 +139,21 @@ def test_ranking_first_then_highlights_equals_one_call(full):
     assert all(h["highlight"] is not None for h in later)
 
 
-def test_int8_cross_encoder_serves_a_quantised_copy(tmp_path, demo_data, demo_ce, tiny_model_dir):
-    services = load_services(
-        make_config(tmp_path, demo_data, tiny_model_dir, cross_encoder=str(demo_ce), int8_cross_encoder=True)
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_int8_cross_encoder_serves_a_quantised_copy(tmp_path, demo_data, demo_ce, tiny_model_dir, backend):
+    from engine.onnx_int8 import OnnxModule, available
+
+    if backend == "onnx" and not available():
+        pytest.skip("onnxruntime / onnx are not installed")
+    config = make_config(
+        tmp_path, demo_data, tiny_model_dir, cross_encoder=str(demo_ce), int8_cross_encoder=True, int8_backend=backend
     )
-    linear_types = {type(m).__name__ for m in services.cross_encoder.model.modules() if "Linear" in type(m).__name__}
-    assert any("quantized" in type(m).__module__ for m in services.cross_encoder.model.modules()), linear_types
+    services = load_services(config)
+    if backend == "torch":
+        types = {type(m).__name__ for m in services.cross_encoder.model.modules() if "Linear" in type(m).__name__}
+        assert any("quantized" in type(m).__module__ for m in services.cross_encoder.model.modules()), types
+    else:
+        assert isinstance(services.cross_encoder.model, OnnxModule)
     assert services.retriever.reranker is services.cross_encoder and services.ce_trained
     result = handlers.ask(services, "What are male honeybees called?", 5, "dense")
     probs = [h["ce_prob"] for h in result.hits]

@@ -100,5 +100,9 @@ def test_config_precedence_and_defaults():
     assert load_config(["--int8-cross-encoder"], env={}).int8_cross_encoder
     assert load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "1"}).int8_cross_encoder
     assert not load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "0"}).int8_cross_encoder
+    assert c.int8_backend == "auto" and load_config(["--int8-backend", "torch"], env={}).int8_backend == "torch"
+    assert load_config([], env={"ROCKETQA_INT8_BACKEND": "ONNX"}).int8_backend == "onnx"
+    with pytest.raises(SystemExit, match="ROCKETQA_INT8_BACKEND"):
+        load_config([], env={"ROCKETQA_INT8_BACKEND": "tensorrt"})
     with pytest.raises(SystemExit, match="ROCKETQA_INT8_CROSS_ENCODER"):
         load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "maybe"})

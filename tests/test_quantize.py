@@ -65,3 +65,64 @@ def test_quantized_cross_encoder_keeps_config_and_ranks_alike(tiny_model_dir):
     a = ce.logits(["Which town did Vesuvius bury?"] * 3, passages)
     b = q.logits(["Which town did Vesuvius bury?"] * 3, passages)
     assert np.abs(a - b).max() < 0.25 * (np.abs(a).max() + 1e-3) + 0.05
+
+
+# --- the ONNX Runtime backend ----------------------------------------------------------------
+
+onnx_int8 = pytest.importorskip("engine.onnx_int8")
+needs_onnx = pytest.mark.skipif(not onnx_int8.available(), reason="onnxruntime / onnx are not installed")
+
+
+@needs_onnx
+def test_onnx_fp32_export_reproduces_the_torch_model(dual):
+    from engine.encoder import TextEncoder
+
+    enc = dual.query_encoder
+    module = onnx_int8.onnx_module(enc.model, enc.tokenizer, "last_hidden_state", int8=False)
+    assert module.quantized_nodes == 0
+    copy = TextEncoder(module, enc.tokenizer, enc.pooling, enc.normalize, enc.max_length)
+    # batches of different sizes and lengths go through the dynamic axes
+    for texts in (TEXTS, TEXTS[:1], [TEXTS[0] * 3, "short"]):
+        np.testing.assert_allclose(copy.encode(texts), enc.encode(texts), atol=1e-5)
+
+
+@needs_onnx
+def test_onnx_int8_dual_encoder_is_a_close_copy(dual):
+    before = dual.encode_queries(TEXTS)
+    q = quantize_dual_encoder(dual, QuantizeConfig(backend="onnx"))
+    np.testing.assert_array_equal(dual.encode_queries(TEXTS), before)  # the original is untouched
+    assert isinstance(q.query_encoder.model, onnx_int8.OnnxModule)
+    assert q.passage_encoder.model is q.query_encoder.model
+    qv = q.encode_queries(TEXTS)
+    cos = (qv * before).sum(1)
+    assert cos.min() > 0.95 and not np.array_equal(qv, before)
+    pv = q.encode_passages([Passage(str(i), t) for i, t in enumerate(TEXTS)])
+    assert list((qv @ pv.T).argmax(1)) == [0, 1, 2]
+    # the 1-layer model: query/key/value, attention output, FFN in and out = 6 weight MatMuls
+    assert q.query_encoder.model.quantized_nodes == 6
+    skip = quantize_dual_encoder(dual, QuantizeConfig(backend="onnx", skip_ffn_output=True))
+    assert skip.query_encoder.model.quantized_nodes == 5
+    # inference only: it stays in eval mode and refuses to be saved as a model directory
+    q.query_encoder.train()
+    assert not q.query_encoder.model.training
+    with pytest.raises(RuntimeError, match="cannot be saved"):
+        q.query_encoder.save("/nonexistent/never-written")
+
+
+@needs_onnx
+def test_onnx_int8_cross_encoder_ranks_alike(tiny_model_dir):
+    torch.manual_seed(0)
+    ce = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir, scale=2.0, bias=-1.0))
+    q = quantize_cross_encoder(ce, QuantizeConfig(backend="onnx"))
+    assert isinstance(q.model, onnx_int8.OnnxModule) and q.config == ce.config
+    passages = [Passage(str(i), t) for i, t in enumerate(TEXTS)]
+    a = ce.logits(["Which town did Vesuvius bury?"] * 3, passages)
+    b = q.logits(["Which town did Vesuvius bury?"] * 3, passages)
+    assert np.abs(a - b).max() < 0.25 * (np.abs(a).max() + 1e-3) + 0.05
+    np.testing.assert_allclose(q.score("Which town did Vesuvius bury?", passages), ce.probability(b), atol=1e-6)
+
+
+def test_unknown_backend_is_refused(dual):
+    with pytest.raises(ValueError, match="int8 backend must be one of"):
+        quantize_dual_encoder(dual, QuantizeConfig(backend="tensorrt"))
+    assert QuantizeConfig(backend="auto").resolved_backend() == ("onnx" if onnx_int8.available() else "torch")
