@@ -1,6 +1,6 @@
 """The RocketQA ablation reproduced on a data directory: one table (Markdown + JSON) and one plot (PNG).
 
-Rows (evaluated on the test split; thresholds fixed to the paper's values, checked on dev only):
+Rows (evaluated on the test split; thresholds fixed to the paper's values or chosen on dev, never on test):
 - reference: BM25; the untrained MiniLM;
 - in-batch negatives (M_D0 of the pipeline run, one process);
 - cross-batch negatives (`torchrun --nproc_per_node N -m engine train-dual`, each process holding
@@ -60,6 +60,8 @@ class AblationConfig:
     pos_thresholds: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
     eval_split: str = "test"
     eval_k: int = 100
+    cross_max_length: int = 0  # >0: the cross-encoder's input length instead of the preset's
+    pos_precision_target: float = 0.0  # >0: step 4's positive threshold chosen on dev (AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -300,9 +302,20 @@ def run_ablation(
     base = preset(ab.preset)
     if ab.base_model:
         base = with_base_model(base, ab.base_model)
+    if ab.cross_max_length:
+        base = replace(base, cross=replace(base.cross, max_length=ab.cross_max_length))
+    if ab.pos_precision_target:
+        base = replace(base, augment=replace(base.augment, pos_precision_target=ab.pos_precision_target))
+        positive = (
+            f"pseudo-positive threshold chosen on dev (the lowest of {list(base.augment.pos_threshold_grid)} whose dev "
+            f"pseudo-positives reach gold precision {ab.pos_precision_target}; step 4's metrics.json holds the choice)"
+        )
+    else:
+        positive = f"pseudo-positive > {base.augment.pos_threshold}"
     notes = [
-        f"thresholds fixed to the paper's values before any test evaluation: negative < {base.denoise.neg_threshold}, "
-        f"pseudo-positive > {base.augment.pos_threshold}; the dev-only check is in threshold_sweep.json",
+        f"thresholds set before any test evaluation: negative < {base.denoise.neg_threshold}, {positive}; "
+        "the dev-only check is in threshold_sweep.json",
+        f"cross-encoder input: {base.cross.max_length} tokens",
         f"preset {ab.preset}: {base.step1.epochs} epoch(s), batch {base.step1.batch_size}, lr {base.step1.learning_rate}, "
         f"denoise top-{base.denoise.top_k}, augment top-{base.augment.top_k}",
     ]

@@ -18,7 +18,8 @@ chosen so the four steps fit a CPU budget; every cut is a field, so it is visibl
 `paper` (the settings above, for GPUs).
 
 Thresholds are fixed to the paper's values *before* looking at any test result; the dev split is
-the only place to tune them (`engine.ablation` reports a dev-only threshold check).
+the only place to tune them (`engine.ablation` reports a dev-only threshold check, and
+`AugmentConfig.pos_precision_target` makes step 4 choose its positive threshold on dev).
 """
 
 from __future__ import annotations

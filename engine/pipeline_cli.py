@@ -192,11 +192,10 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ablation(args: argparse.Namespace) -> int:
-    from engine.ablation import AblationConfig, run_ablation
+def ablation_config(args: argparse.Namespace):
+    from engine.ablation import AblationConfig
 
-    logging.getLogger("engine").setLevel(logging.INFO)
-    config = AblationConfig(
+    return AblationConfig(
         preset=args.preset,
         seeds=tuple(range(13, 13 + args.seeds)),
         rerank_depth=args.rerank_depth,
@@ -204,7 +203,16 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         cross_batch_processes=args.processes,
         base_model=args.base_model or "",
         threshold_sweep=not args.no_threshold_sweep,
+        cross_max_length=args.cross_max_length,
+        pos_precision_target=args.pos_threshold_from_dev or 0.0,
     )
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from engine.ablation import run_ablation
+
+    logging.getLogger("engine").setLevel(logging.INFO)
+    config = ablation_config(args)
     table = run_ablation(args.data, args.output, config, reuse_run=args.reuse_run)
     print(table.markdown())
     return 0
@@ -306,4 +314,18 @@ def add_parser(subparsers) -> None:
     a.add_argument("--processes", type=int, default=2, help="processes for the cross-batch row (torchrun)")
     a.add_argument("--base-model", default="", help="base model (default: packaged MiniLM)")
     a.add_argument("--no-threshold-sweep", action="store_true", help="skip the dev-only threshold check")
+    a.add_argument(
+        "--cross-max-length",
+        type=_cross_max_length,
+        default=0,
+        help="cross-encoder tokens per pair (0 = the preset's); must match a --reuse-run's",
+    )
+    a.add_argument(
+        "--pos-threshold-from-dev",
+        type=_probability("--pos-threshold-from-dev"),
+        default=None,
+        metavar="PRECISION",
+        help="step 4's positive threshold chosen on dev for this gold precision (as in pipeline run); "
+        "must match a --reuse-run's",
+    )
     a.set_defaults(func=cmd_ablation)

@@ -244,6 +244,13 @@ def test_positive_threshold_arguments(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, flag, bad])
         assert flag in capsys.readouterr().err
+    from engine.pipeline_cli import ablation_config
+
+    ablation = ["ablation", "--data", "d", "--output", "o"]
+    assert (ablation_config(build_parser().parse_args(ablation)).pos_precision_target, 0) == (0.0, 0)
+    args = [*ablation, "--cross-max-length", "256", "--pos-threshold-from-dev", "0.9"]
+    config = ablation_config(build_parser().parse_args(args))
+    assert (config.cross_max_length, config.pos_precision_target) == (256, 0.9)
 
 
 def test_ablation_table_noise_notes_and_plot(tmp_path):
