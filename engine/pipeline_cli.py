@@ -67,6 +67,17 @@ def _probability(flag: str, low_open: bool = False):
     return parse
 
 
+def _add_pos_threshold_from_dev(parser: argparse.ArgumentParser, note: str) -> None:
+    parser.add_argument(
+        "--pos-threshold-from-dev",
+        type=_probability("--pos-threshold-from-dev"),
+        default=None,
+        metavar="PRECISION",
+        help="step 4: choose the positive threshold on the dev split: the lowest of 0.9-0.995 (never below "
+        f"the configured one) whose dev pseudo-positives reach this gold precision (e.g. 0.9); {note}",
+    )
+
+
 def _cross_max_length(text: str) -> int:
     try:
         value = int(text)
@@ -256,14 +267,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="step 4: pseudo-positive iff cross-encoder probability > this (default: the preset's, paper 0.9)",
     )
-    r.add_argument(
-        "--pos-threshold-from-dev",
-        type=_probability("--pos-threshold-from-dev"),
-        default=None,
-        metavar="PRECISION",
-        help="step 4: choose the positive threshold on the dev split: the lowest of 0.9-0.995 (never below "
-        "--pos-threshold) whose dev pseudo-positives reach this gold precision (e.g. 0.9); kept when none does",
-    )
+    _add_pos_threshold_from_dev(r, "kept when none does")
     r.set_defaults(func=cmd_pipeline_run)
 
     s = sub.add_parser("summary", help="counts per decision and how often each was right (gold / answers)")
@@ -320,12 +324,5 @@ def add_parser(subparsers) -> None:
         default=0,
         help="cross-encoder tokens per pair (0 = the preset's); must match a --reuse-run's",
     )
-    a.add_argument(
-        "--pos-threshold-from-dev",
-        type=_probability("--pos-threshold-from-dev"),
-        default=None,
-        metavar="PRECISION",
-        help="step 4's positive threshold chosen on dev for this gold precision (as in pipeline run); "
-        "must match a --reuse-run's",
-    )
+    _add_pos_threshold_from_dev(a, "must match a --reuse-run's")
     a.set_defaults(func=cmd_ablation)
