@@ -30,7 +30,7 @@ from engine.encoder import default_model_path
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "cross_encoder.json"
-MAX_CALIBRATION_SCALE = 50.0  # |scale| bound of the Platt fit (a step function is not a probability)
+MAX_CALIBRATION_SCALE = 50.0  # bound on the Platt slope, which stays in [0, 50] (a step function is not a probability)
 
 
 @dataclass(frozen=True)
@@ -173,10 +173,24 @@ class CrossEncoder(torch.nn.Module):
 
         opt.step(closure)
         scale, bias = (float(v) for v in params.detach())
-        if not (math.isfinite(scale) and math.isfinite(bias)) or abs(scale) > MAX_CALIBRATION_SCALE:
+        if not math.isfinite(scale) or scale <= 0:
+            if math.isfinite(scale) or float(torch.mean(x[y == 1])) < float(torch.mean(x[y == 0])):
+                # a calibration maps logits to probabilities monotonically; it must not invert the model's
+                # order (the app and re-ranking sort by logit). With no positive slope the held-out pairs show
+                # no usable signal: every pair gets the held-out base rate, and steps 3/4's AUC gate refuses it.
+                rate = float(y.mean())
+                log.warning(
+                    "calibration slope %.4f <= 0: higher logits are not more relevant on held-out pairs; "
+                    "probabilities fall back to the base rate %.3f",
+                    scale,
+                    rate,
+                )
+                self.config = replace(self.config, scale=0.0, bias=math.log(rate / (1 - rate)))
+                return self.config
+        if not math.isfinite(scale) or not math.isfinite(bias) or scale > MAX_CALIBRATION_SCALE:
             # held-out logits that separate perfectly (or nearly) send the fit towards a step
             # function; keep the slope bounded and fit the offset alone
-            scale = MAX_CALIBRATION_SCALE if not math.isfinite(scale) or scale > 0 else -MAX_CALIBRATION_SCALE
+            scale = MAX_CALIBRATION_SCALE
             offset = torch.zeros(1, dtype=torch.float64, requires_grad=True)
             opt = torch.optim.LBFGS([offset], max_iter=steps, line_search_fn="strong_wolfe")
 
@@ -189,8 +203,6 @@ class CrossEncoder(torch.nn.Module):
             opt.step(offset_closure)
             bias = float(offset.detach()[0])
             log.warning("calibration slope bounded to %g (held-out logits separate almost perfectly)", scale)
-        if scale <= 0:
-            log.warning("calibration slope %.4f <= 0: higher logits are LESS relevant on held-out pairs", scale)
         self.config = replace(self.config, scale=scale, bias=bias)
         log.info("calibrated cross-encoder: p = sigmoid(%.4f * logit + %.4f)", scale, bias)
         return self.config

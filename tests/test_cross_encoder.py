@@ -52,6 +52,17 @@ def test_separable_logits_get_a_bounded_slope(ce):
     assert np.all(probs[:3] < 0.5) and np.all(probs[3:] > 0.5) and np.all(np.abs(probs - 0.5) < 0.1)
 
 
+def test_inverted_logits_never_invert_the_order(ce):
+    # held-out pairs where higher logits are LESS relevant (an untrained head): a negative Platt slope would
+    # turn the logit order (what the app and re-ranking sort by) upside down in probability
+    for scale in (1e-3, 1.0):  # separable (the free fit runs off) and not
+        logits = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0, 0.5, -0.5]) * scale
+        labels = np.array([1.0, 1, 1, 0, 0, 0, 1, 0])
+        cfg = ce.calibrate(logits, labels)
+        assert cfg.scale == 0.0 and cfg.bias == pytest.approx(0.0, abs=1e-9)  # base rate 4/8
+        assert np.allclose(ce.probability(logits), 0.5)
+
+
 def test_calibration_needs_both_classes(ce):
     with pytest.raises(ValueError, match="both classes"):
         ce.calibrate(np.array([1.0, 2.0]), np.array([1.0, 1.0]))
