@@ -69,7 +69,7 @@ class Services:
         """How an int8 cross-encoder runs here: "onnx" (ONNX Runtime) or "torch" (PyTorch dynamic)."""
         from engine.quantize import QuantizeConfig
 
-        return QuantizeConfig(backend=self.config.int8_backend).resolved_backend()
+        return QuantizeConfig(backend=self.config.int8_backend).resolved_backend("cross")
 
     def set_cross_encoder(self, ce: CrossEncoder | None) -> None:
         """Swap in a (trained) cross-encoder for scoring and re-ranking."""

@@ -303,7 +303,8 @@ def add_parser(subparsers) -> None:
         "--int8-backend",
         choices=["auto", "onnx", "torch"],
         default=None,
-        help="how the int8 models run: onnx (ONNX Runtime), torch (PyTorch dynamic), auto = onnx when installed",
+        help="how the int8 models run: onnx (ONNX Runtime), torch (PyTorch dynamic), "
+        "auto = what measured best per model (ONNX Runtime dual-encoder, PyTorch cross-encoder)",
     )
     p.add_argument(
         "--merge",

@@ -56,7 +56,7 @@ class BenchConfig:
     # the fp32 and the int8 cross-encoder (re-ranking MRR@10 loss of the int8 path); 0 = skip
     rerank_quality_questions: int = 300
     int8_skip_ffn_output: bool = False  # QuantizeConfig.skip_ffn_output for the int8 models
-    int8_backend: str = "auto"  # QuantizeConfig.backend: onnx (ONNX Runtime) when installed, else torch
+    int8_backend: str = "auto"  # QuantizeConfig.backend ("auto": engine.quantize.AUTO_BACKEND per model)
     quick_corpus: bool = False  # quality/latency over the passages of the split's articles only
     latency_queries: int = 50
     rerank_depth: int = 20  # the goal's "re-rank top-20"
@@ -204,13 +204,12 @@ class BenchContext:
     def quantize_config(self):
         from engine.quantize import QuantizeConfig
 
-        config = QuantizeConfig(skip_ffn_output=self.config.int8_skip_ffn_output, backend=self.config.int8_backend)
-        return replace(config, backend=config.resolved_backend())
+        return QuantizeConfig(skip_ffn_output=self.config.int8_skip_ffn_output, backend=self.config.int8_backend)
 
-    @property
-    def int8_name(self) -> str:
-        """How the int8 models run, for row labels."""
-        return {"onnx": "ONNX Runtime int8", "torch": "PyTorch dynamic int8"}[self.quantize_config.backend]
+    def int8_name(self, model: str) -> str:
+        """How the int8 `model` ("dual" or "cross") runs, for row labels."""
+        backend = self.quantize_config.resolved_backend(model)
+        return {"onnx": "ONNX Runtime int8", "torch": "PyTorch dynamic int8"}[backend]
 
     @property
     def dual_int8(self) -> DualEncoder:

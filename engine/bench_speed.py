@@ -92,7 +92,7 @@ def encode_section(ctx: BenchContext) -> Section:
             fp32.ratio >= 1.0 and data["identical"],
         ),
         Row(
-            f"passage encoding, {ctx.int8_name} (passages/s)",
+            f"passage encoding, {ctx.int8_name('dual')} (passages/s)",
             _fmt_rate(n / int8.ours.median, "p/s") + f" (cosine to fp32 ≥ {cos.min():.3f})",
             _fmt_rate(n / int8.baseline.median, "p/s") + " SentenceTransformer.encode fp32",
             int8.ratio,
@@ -158,7 +158,7 @@ def cross_section(ctx: BenchContext) -> Section:
             fp32.ratio >= 1.0 and data["identical"],
         ),
         Row(
-            f"cross-encoder scoring, {ctx.int8_name} (pairs/s)",
+            f"cross-encoder scoring, {ctx.int8_name('cross')} (pairs/s)",
             _fmt_rate(n / int8.ours.median, "pairs/s") + f" (rank corr. to fp32 {spearman:.3f})",
             _fmt_rate(n / int8.baseline.median, "pairs/s") + " CrossEncoder.predict fp32",
             int8.ratio,
@@ -204,13 +204,17 @@ def quality_section(ctx: BenchContext) -> Section:
     data = {
         "scope": scope,
         "data": ctx.data_label,
-        "int8_config": asdict(ctx.quantize_config),
+        "int8_config": {
+            **asdict(ctx.quantize_config),
+            "dual": ctx.quantize_config.resolved_backend("dual"),
+            "cross": ctx.quantize_config.resolved_backend("cross"),
+        },
         **out,
         "mrr10_loss_points": round(loss, 2),
     }
     rows.append(
         Row(
-            f"MRR@10 fp32 → {ctx.int8_name}"
+            f"MRR@10 fp32 → {ctx.int8_name('dual')}"
             + (" (FFN outputs kept fp32)" if ctx.config.int8_skip_ffn_output else "")
             + " on SQuAD "
             + ctx.config.quality_split
@@ -227,7 +231,7 @@ def quality_section(ctx: BenchContext) -> Section:
         data["rerank"] = rerank
         rows.append(
             Row(
-                f"re-ranked MRR@10 (fp32 dense top-{rerank['depth']}), fp32 → {ctx.int8_name} cross-encoder, "
+                f"re-ranked MRR@10 (fp32 dense top-{rerank['depth']}), fp32 → {ctx.int8_name('cross')} cross-encoder, "
                 f"{rerank['questions']} {ctx.config.quality_split} questions",
                 f"{rerank['fp32']['MRR@10']:.2f} → {rerank['int8']['MRR@10']:.2f} "
                 f"(loss {rerank['mrr10_loss_points']:.2f} points; dense alone {rerank['dense']['MRR@10']:.2f})",
@@ -268,6 +272,15 @@ def _rerank_quality(ctx: BenchContext, dense: dict[str, list[str]], qrels: dict,
 
 
 # --- query latency in process ---------------------------------------------------------------
+
+
+def _latency_label(ctx: BenchContext) -> str:
+    dual, cross = ctx.int8_name("dual"), ctx.int8_name("cross")
+    return (
+        dual
+        if dual == cross
+        else f"int8 ({dual.replace(' int8', '')} dual-encoder, {cross.replace(' int8', '')} cross-encoder)"
+    )
 
 
 def latency_section(ctx: BenchContext) -> Section:
@@ -312,7 +325,7 @@ def latency_section(ctx: BenchContext) -> Section:
         r = out[label]
         rows.append(
             Row(
-                f"query latency {ctx.int8_name if int8 else label}: encode + Flat search + re-rank top-{cfg.rerank_depth}, "
+                f"query latency {_latency_label(ctx) if int8 else label}: encode + Flat search + re-rank top-{cfg.rerank_depth}, "
                 "in process",
                 f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms",
                 f"~{ROCKETQA_CPU_SECONDS_PER_QUERY:.0f} s/query (official RocketQA on CPU, reported)",

@@ -14,7 +14,8 @@ six layers in fp32: closer embeddings (MRR@10 loss 0.53), less speed-up (~1.3x).
 `python -m engine bench` (MRR@10 on the SQuAD test split, fp32 vs int8), not assumed.
 
 `QuantizeConfig(backend="onnx")` exports the model to ONNX and runs it with ONNX Runtime, its MatMul
-weights in int8 (`engine.onnx_int8`); `backend="auto"` takes it when onnxruntime is installed.
+weights in int8 (`engine.onnx_int8`); `backend="auto"` picks per model what measured best
+(`AUTO_BACKEND`: ONNX Runtime for the dual-encoder, PyTorch for the cross-encoder).
 Not covered: static quantisation, GPUs (use bf16 there).
 """
 
@@ -40,20 +41,28 @@ class QuantizeConfig:
     skip_ffn_output: bool = False  # keep the FFN output projections (after GELU, outlier-prone) in fp32
     skip_pooler: bool = True  # BERT's pooler is unused by mean pooling; leave it alone
     # "torch": PyTorch dynamic quantisation (fbgemm); "onnx": the model exported to ONNX and run by
-    # ONNX Runtime with its MatMul weights in int8 (engine.onnx_int8); "auto": onnx when installed
+    # ONNX Runtime with its MatMul weights in int8 (engine.onnx_int8); "auto": per model, AUTO_BACKEND
     backend: str = "torch"
 
-    def resolved_backend(self) -> str:
+    def resolved_backend(self, model: str = "dual") -> str:
+        """The backend this config runs `model` ("dual" or "cross") with."""
         if self.backend not in BACKENDS:
             raise ValueError(f"int8 backend must be one of {BACKENDS}, got {self.backend!r}")
+        if model not in AUTO_BACKEND:
+            raise ValueError(f"model must be one of {sorted(AUTO_BACKEND)}, got {model!r}")
         if self.backend != "auto":
             return self.backend
         from engine.onnx_int8 import available
 
-        return "onnx" if available() else "torch"
+        return AUTO_BACKEND[model] if available() else "torch"
 
 
 BACKENDS = ("torch", "onnx", "auto")
+# what "auto" picks, from `python -m engine bench --int8-backend torch|onnx` on the trained models (2 cores,
+# docs/BENCHMARKS.md): the dual-encoder runs 1.90x with ONNX Runtime for a 0.20-point MRR@10 loss (PyTorch:
+# 1.44x, 0.79 points); the cross-encoder re-ranks faster with PyTorch (363 vs 468 ms per query, top-20 at
+# 256 tokens) and loses nothing there (-0.09 points; ONNX Runtime: 0.84)
+AUTO_BACKEND = {"dual": "onnx", "cross": "torch"}
 
 
 def linear_names(model: torch.nn.Module, config: QuantizeConfig) -> list[str]:
@@ -101,7 +110,7 @@ def _with_model(encoder: TextEncoder, model: torch.nn.Module) -> TextEncoder:
 
 def _int8_module(module: torch.nn.Module, tokenizer, output: str, config: QuantizeConfig | None) -> torch.nn.Module:
     config = config or QuantizeConfig()
-    if config.resolved_backend() == "torch":
+    if config.resolved_backend("dual" if output == "last_hidden_state" else "cross") == "torch":
         return quantize_module(module, config)
     from engine.onnx_int8 import onnx_module
 
