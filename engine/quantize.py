@@ -6,12 +6,12 @@ once, activations quantised per batch at run time; fbgemm kernels on x86). The o
 left untouched. The copy is for inference only: it cannot be trained or saved as a Hugging Face
 directory (save the fp32 model instead and quantise after loading).
 
-Measured on the packaged all-MiniLM-L6-v2 (see docs/BENCHMARKS.md): per-channel weight scales
-keep passage vectors within cosine ~0.97 (min) of fp32 and give 1.3-2.2x the passages/s on
-an AVX-512 CPU, for a 1.45-point MRR@10 loss on the SQuAD test split (71.96 -> 70.51); per-tensor scales are noticeably worse (cosine down to ~0.88) because the FFN output
-projection (after GELU) has outlier channels. `QuantizeConfig.skip_ffn_output=True` keeps those
-six layers in fp32: closer embeddings (MRR@10 loss 0.53), less speed-up (~1.3x). The retrieval quality cost is measured by
-`python -m engine bench` (MRR@10 on the SQuAD test split, fp32 vs int8), not assumed.
+Measured by `python -m engine bench` (docs/BENCHMARKS.md), not assumed: on the pipeline's trained
+M_D2 (2-core AVX-512 Xeon, SQuAD test split) this PyTorch path gives 1.44x the passages/s of fp32
+for a 0.79-point MRR@10 loss (cosine to fp32 >= 0.964), and the trained cross-encoder 1.43x the
+pairs/s with no re-ranking loss (-0.09 points). Per-tensor scales are noticeably worse (cosine down
+to ~0.88) because the FFN output projection (after GELU) has outlier channels;
+`QuantizeConfig.skip_ffn_output=True` keeps those six layers in fp32 (closer, slower).
 
 `QuantizeConfig(backend="onnx")` exports the model to ONNX and runs it with ONNX Runtime, its MatMul
 weights in int8 (`engine.onnx_int8`); `backend="auto"` picks per model what measured best
