@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import PipelineConfig, preset, with_base_model
+from engine.config import PipelineConfig, preset, with_base_model, with_step_overrides
 from engine.cross_encoder import CrossEncoder
 from engine.data import Dataset, Question
 from engine.denoise import retrieve, score
@@ -302,10 +302,8 @@ def run_ablation(
     base = preset(ab.preset)
     if ab.base_model:
         base = with_base_model(base, ab.base_model)
-    if ab.cross_max_length:
-        base = replace(base, cross=replace(base.cross, max_length=ab.cross_max_length))
+    base = with_step_overrides(base, ab.cross_max_length, None, ab.pos_precision_target)
     if ab.pos_precision_target:
-        base = replace(base, augment=replace(base.augment, pos_precision_target=ab.pos_precision_target))
         positive = (
             f"pseudo-positive threshold chosen on dev (the lowest of {list(base.augment.pos_threshold_grid)} whose dev "
             f"pseudo-positives reach gold precision {ab.pos_precision_target}; step 4's metrics.json holds the choice)"

@@ -213,3 +213,21 @@ def preset(name: str, **overrides) -> PipelineConfig:
 def with_base_model(config: PipelineConfig, model: str) -> PipelineConfig:
     """Both towers and the cross-encoder start from `model` (a directory or hub id)."""
     return replace(config, dual=replace(config.dual, model=model), cross=replace(config.cross, model=model))
+
+
+def with_step_overrides(
+    config: PipelineConfig,
+    cross_max_length: int = 0,
+    pos_threshold: float | None = None,
+    pos_precision_target: float = 0.0,
+) -> PipelineConfig:
+    """The command-line overrides `pipeline run` and `ablation` share (0 / None = keep the preset's):
+    the cross-encoder's tokens per pair, step 4's positive threshold, and the dev precision that
+    chooses that threshold instead (`AugmentConfig.pos_precision_target`)."""
+    if cross_max_length:
+        config = replace(config, cross=replace(config.cross, max_length=cross_max_length))
+    if pos_threshold is not None:
+        config = replace(config, augment=replace(config.augment, pos_threshold=pos_threshold))
+    if pos_precision_target:
+        config = replace(config, augment=replace(config.augment, pos_precision_target=pos_precision_target))
+    return config

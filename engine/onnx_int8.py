@@ -107,7 +107,7 @@ def export(model: torch.nn.Module, tokenizer, output: str, path: Path) -> tuple[
     if hasattr(model, "set_attn_implementation"):
         # the SDPA graph traces into ops ONNX Runtime runs slower than PyTorch (20 pairs x 256 tokens:
         # 0.90 s vs 0.58 s on 2 cores); eager attention exports as plain MatMul/Softmax (0.66 s fp32,
-        # 0.43 s int8), which ONNX Runtime's transformer optimiser can also fuse
+        # 0.43 s int8)
         model.set_attn_implementation("eager")
     wrapper = _Export(model, names, output)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}

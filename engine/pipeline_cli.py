@@ -33,7 +33,7 @@ def _steps(text: str) -> list[int]:
 
 
 def build_config(args: argparse.Namespace):
-    from engine.config import preset, with_base_model
+    from engine.config import preset, with_base_model, with_step_overrides
 
     config = preset(args.preset)
     if args.base_model:
@@ -44,13 +44,7 @@ def build_config(args: argparse.Namespace):
         config = replace(config, extra_unlabeled=tuple(str(Path(p).resolve()) for p in args.extra_unlabeled))
     if args.threads:
         config = replace(config, num_threads=args.threads)
-    if args.cross_max_length:
-        config = replace(config, cross=replace(config.cross, max_length=args.cross_max_length))
-    if args.pos_threshold is not None:
-        config = replace(config, augment=replace(config.augment, pos_threshold=args.pos_threshold))
-    if args.pos_threshold_from_dev is not None:
-        config = replace(config, augment=replace(config.augment, pos_precision_target=args.pos_threshold_from_dev))
-    return config
+    return with_step_overrides(config, args.cross_max_length, args.pos_threshold, args.pos_threshold_from_dev or 0.0)
 
 
 def _probability(flag: str, low_open: bool = False):
