@@ -105,9 +105,9 @@ def export(model: torch.nn.Module, tokenizer, output: str, path: Path) -> tuple[
     sample = tokenizer(["a short text", "a somewhat longer text to pad against"], padding=True, return_tensors="pt")
     model = copy.deepcopy(model).cpu().eval()
     if hasattr(model, "set_attn_implementation"):
-        # the SDPA graph traces into ops ONNX Runtime runs slower than PyTorch (20 pairs x 256 tokens:
-        # 0.90 s vs 0.58 s on 2 cores); eager attention exports as plain MatMul/Softmax (0.66 s fp32,
-        # 0.43 s int8)
+        # the SDPA graph traces into ops ONNX Runtime runs slowly (`python -m engine bench`, 2 cores:
+        # int8 1.04x the cross-encoder pairs/s of fp32); eager attention exports as plain
+        # MatMul/Softmax (1.53x; passages 1.33x -> 1.90x)
         model.set_attn_implementation("eager")
     wrapper = _Export(model, names, output)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
