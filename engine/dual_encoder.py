@@ -57,6 +57,9 @@ class DualEncoder(torch.nn.Module):
         self.query_encoder = query
         self.passage_encoder = passage
         self.config = config
+        # set on inference copies whose weights are no longer plain tensors (engine.quantize): their
+        # embedding-cache key is the source model's fingerprint plus how the copy runs
+        self.derived_fingerprint: str | None = None
 
     # --- build / load / save -------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class DualEncoder(torch.nn.Module):
 
     def fingerprint(self) -> str:
         """Identifies weights + encoding settings: the cache key of passage embeddings."""
+        if self.derived_fingerprint:
+            return self.derived_fingerprint
         q, p = self.query_encoder, self.passage_encoder
         settings = [
             q.pooling,

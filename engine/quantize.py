@@ -22,6 +22,8 @@ Not covered: static quantisation, GPUs (use bf16 there).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -128,9 +130,15 @@ def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = No
         if shared
         else _int8_module(model.passage_encoder.model, model.passage_encoder.tokenizer, "last_hidden_state", config)
     )
-    return DualEncoder(
+    out = DualEncoder(
         _with_model(model.query_encoder, q_model), _with_model(model.passage_encoder, p_model), model.config
     )
+    config = config or QuantizeConfig()
+    variant = json.dumps(
+        [config.resolved_backend("dual"), config.per_channel, config.skip_ffn_output, config.skip_pooler]
+    )
+    out.derived_fingerprint = hashlib.sha256(f"{model.fingerprint()} int8 {variant}".encode()).hexdigest()[:16]
+    return out
 
 
 def quantize_cross_encoder(model: CrossEncoder, config: QuantizeConfig | None = None) -> CrossEncoder:

@@ -131,3 +131,14 @@ def test_unknown_backend_is_refused(dual):
     assert QuantizeConfig(backend="onnx").resolved_backend("cross") == "onnx"
     with pytest.raises(ValueError, match="model must be one of"):
         auto.resolved_backend("reader")
+
+
+def test_int8_copies_have_their_own_cache_fingerprint(dual):
+    # int8 weights are packed / live in an ONNX Runtime session: the key derives from the source model
+    # and the quantisation, so int8 embeddings never share a cache entry with fp32 or another backend's
+    torch_q = quantize_dual_encoder(dual, QuantizeConfig(backend="torch"))
+    keys = {dual.fingerprint(), torch_q.fingerprint()}
+    assert quantize_dual_encoder(dual, QuantizeConfig(backend="torch")).fingerprint() == torch_q.fingerprint()
+    assert quantize_dual_encoder(dual, QuantizeConfig(backend="torch", skip_ffn_output=True)).fingerprint() not in keys
+    if onnx_int8.available():
+        assert quantize_dual_encoder(dual, QuantizeConfig(backend="onnx")).fingerprint() not in keys
