@@ -119,8 +119,10 @@ def encode_shard(
     return d / f"{stem}.npy"
 
 
-def merge_shards(out_dir: str | Path, count: int, corpus: Corpus) -> np.ndarray:
-    """Concatenate shards 0..count-1 in corpus order; a missing or foreign shard is an error."""
+def merge_shards(out_dir: str | Path, count: int, corpus: Corpus, model: str | None = None) -> np.ndarray:
+    """Concatenate shards 0..count-1 in corpus order; a missing or foreign shard is an error.
+
+    `model`: the fingerprint the shards must have been encoded with (the index is cached under it)."""
     d = Path(out_dir)
     parts, expected_lo, models = [], 0, set()
     for i in range(count):
@@ -139,4 +141,9 @@ def merge_shards(out_dir: str | Path, count: int, corpus: Corpus) -> np.ndarray:
         raise ValueError(f"shards cover {expected_lo} of {len(corpus)} passages")
     if len(models) > 1:
         raise ValueError(f"shards were encoded by different models: {sorted(models)}")
+    if model is not None and models != {model}:
+        raise ValueError(
+            f"shards were encoded by model {sorted(models)[0]}, not by this command's model {model} "
+            "(pass the same --model, --passage-max-length and --int8 as `encode`)"
+        )
     return np.concatenate(parts)

@@ -49,13 +49,33 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _int8_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="encode passages with an int8 copy of the dual-encoder (CPU; faster, slightly different vectors, "
+        "cached under their own key; measured cost in docs/BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--int8-backend",
+        choices=["auto", "onnx", "torch"],
+        default="auto",
+        help="how the int8 copy runs: onnx (ONNX Runtime), torch (PyTorch dynamic), auto = onnx when installed",
+    )
+
+
 def _encoder(args: argparse.Namespace):
     from engine.dual_encoder import DualEncoder, DualEncoderConfig
 
     overrides = {"passage_max_length": args.passage_max_length} if args.passage_max_length else {}
-    return (
+    encoder = (
         DualEncoder.load(args.model, **overrides) if args.model else DualEncoder.build(DualEncoderConfig(**overrides))
     )
+    if getattr(args, "int8", False):
+        from engine.quantize import QuantizeConfig, quantize_dual_encoder
+
+        encoder = quantize_dual_encoder(encoder, QuantizeConfig(backend=args.int8_backend))
+    return encoder
 
 
 def _load(data: str, split: str | None = None):
@@ -137,7 +157,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.from_shards:
         directory, count = args.from_shards.rsplit(":", 1) if ":" in args.from_shards else (args.from_shards, None)
         count = int(count) if count else len(list(Path(directory).glob("shard-*-of-*.json")))
-        vectors = merge_shards(directory, count, ds.corpus)
+        vectors = merge_shards(directory, count, ds.corpus, model=encoder.fingerprint())
         index = DenseIndex.build(vectors, ds.corpus.ids, args.index_factory)
         target = cache_dir(encoder, ds.corpus, args.cache) / f"index-{args.index_factory.replace(',', '_')}"
         index.save(target)
@@ -216,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR[:N]",
         help="merge embeddings written by `encode --shard i/N` instead of encoding",
     )
+    _int8_args(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("encode", help="encode one shard of a corpus (run i/N in N processes or machines)")
@@ -223,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--shard", required=True, metavar="I/N", help="which slice, e.g. 0/4")
     p.add_argument("--output", required=True, help="directory for shard files")
+    _int8_args(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("search", help="search one question and print the hits")

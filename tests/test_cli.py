@@ -46,6 +46,23 @@ def test_evaluate_dense_and_hybrid(tiny_beir, tmp_path, tiny_model_dir):
         assert json.loads(out.read_text())["R@100"] == 100.0  # 8 passages: everything is in the top 100
 
 
+def test_int8_shards_index_only_with_the_int8_model(tiny_beir, tmp_path, tiny_model_dir, capsys):
+    # int8 vectors differ slightly from fp32 ones: they must not be cached under the fp32 model's key
+    common = ["--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    int8 = ["--int8", "--int8-backend", "torch"]
+    for i in range(2):
+        assert main(["encode", *common, *int8, "--shard", f"{i}/2", "--output", str(tmp_path / "shards")]) == 0
+    capsys.readouterr()
+    assert main(["index", *common, "--from-shards", str(tmp_path / "shards")]) == 2
+    assert "pass the same --model, --passage-max-length and --int8" in capsys.readouterr().err
+    assert main(["index", *common, *int8, "--from-shards", str(tmp_path / "shards")]) == 0
+    int8_index = json.loads(capsys.readouterr().out)
+    assert main(["index", *common]) == 0  # fp32, encoded here
+    fp32_index = json.loads(capsys.readouterr().out)
+    assert int8_index["passages"] == fp32_index["passages"] == 8
+    assert Path(int8_index["cache"]).parent != Path(fp32_index["cache"])  # its own model key
+
+
 def test_search_prints_hits(tiny_beir, capsys):
     assert main(["search", "--data", str(tiny_beir), "--retriever", "bm25", "--k", "2", "Fresnel lens"]) == 0
     assert "[lighthouse_0]" in capsys.readouterr().out.splitlines()[0]
