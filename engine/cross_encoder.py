@@ -173,20 +173,21 @@ class CrossEncoder(torch.nn.Module):
 
         opt.step(closure)
         scale, bias = (float(v) for v in params.detach())
-        if not math.isfinite(scale) or scale <= 0:
-            if math.isfinite(scale) or float(torch.mean(x[y == 1])) < float(torch.mean(x[y == 0])):
-                # a calibration maps logits to probabilities monotonically; it must not invert the model's
-                # order (the app and re-ranking sort by logit). With no positive slope the held-out pairs show
-                # no usable signal: every pair gets the held-out base rate, and steps 3/4's AUC gate refuses it.
-                rate = float(y.mean())
-                log.warning(
-                    "calibration slope %.4f <= 0: higher logits are not more relevant on held-out pairs; "
-                    "probabilities fall back to the base rate %.3f",
-                    scale,
-                    rate,
-                )
-                self.config = replace(self.config, scale=0.0, bias=math.log(rate / (1 - rate)))
-                return self.config
+        # a diverged fit (perfect separation) points the way the held-out class means do
+        inverted = scale <= 0 if math.isfinite(scale) else float(x[y == 1].mean()) < float(x[y == 0].mean())
+        if inverted:
+            # a calibration maps logits to probabilities monotonically; it must not invert the model's
+            # order (the app and re-ranking sort by logit). With no positive slope the held-out pairs show
+            # no usable signal: every pair gets the held-out base rate, and steps 3/4's AUC gate refuses it.
+            rate = float(y.mean())
+            log.warning(
+                "calibration slope %.4f <= 0: higher logits are not more relevant on held-out pairs; "
+                "probabilities fall back to the base rate %.3f",
+                scale,
+                rate,
+            )
+            self.config = replace(self.config, scale=0.0, bias=math.log(rate / (1 - rate)))
+            return self.config
         if not math.isfinite(scale) or not math.isfinite(bias) or scale > MAX_CALIBRATION_SCALE:
             # held-out logits that separate perfectly (or nearly) send the fit towards a step
             # function; keep the slope bounded and fit the offset alone

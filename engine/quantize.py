@@ -46,7 +46,7 @@ class QuantizeConfig:
     # ONNX Runtime with its MatMul weights in int8 (engine.onnx_int8); "auto": per model, AUTO_BACKEND
     backend: str = "torch"
 
-    def resolved_backend(self, model: str = "dual") -> str:
+    def resolved_backend(self, model: str) -> str:
         """The backend this config runs `model` ("dual" or "cross") with."""
         if self.backend not in BACKENDS:
             raise ValueError(f"int8 backend must be one of {BACKENDS}, got {self.backend!r}")
@@ -122,7 +122,8 @@ def _int8_module(module: torch.nn.Module, tokenizer, output: str, config: Quanti
 
 
 def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = None) -> DualEncoder:
-    """An int8 copy of a dual-encoder (shared towers stay shared)."""
+    """An int8 copy of a dual-encoder (shared towers stay shared), with its own embedding-cache fingerprint."""
+    config = config or QuantizeConfig()
     q_model = _int8_module(model.query_encoder.model, model.query_encoder.tokenizer, "last_hidden_state", config)
     shared = model.passage_encoder.model is model.query_encoder.model
     p_model = (
@@ -133,7 +134,6 @@ def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = No
     out = DualEncoder(
         _with_model(model.query_encoder, q_model), _with_model(model.passage_encoder, p_model), model.config
     )
-    config = config or QuantizeConfig()
     variant = json.dumps(
         [config.resolved_backend("dual"), config.per_channel, config.skip_ffn_output, config.skip_pooler]
     )
