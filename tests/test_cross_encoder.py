@@ -89,3 +89,16 @@ def test_save_load_round_trip_and_sentence_transformers(tmp_path, tiny_model_dir
 def test_pair_count_mismatch(ce):
     with pytest.raises(ValueError, match="1 questions for 2 passages"):
         ce.logits(["q"], PASSAGES)
+
+
+def test_a_token_budget_does_not_change_the_logits(ce, monkeypatch):
+    import engine.encoder
+
+    questions = ["how do bees communicate?", "what lens do lighthouses use " * 5, "q"]
+    passages = [PASSAGES[0], Passage("c", "A long passage about optics. " * 40, "Optics"), PASSAGES[1]]
+    monkeypatch.setattr(engine.encoder, "CPU_BATCH_TOKENS", 10**9)
+    one_batch = ce.logits(questions, passages)
+    one_by_one = np.concatenate([ce.logits([q], [p]) for q, p in zip(questions, passages)])
+    monkeypatch.setattr(engine.encoder, "CPU_BATCH_TOKENS", 32)
+    np.testing.assert_allclose(ce.logits(questions, passages), one_batch, atol=1e-5)
+    np.testing.assert_allclose(one_by_one, one_batch, atol=1e-5)

@@ -95,3 +95,26 @@ def test_fingerprint_changes_with_weights(tiny_model_dir):
 def test_missing_model_directory_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="cannot load a transformer"):
         DualEncoder.build(DualEncoderConfig(model=str(tmp_path / "nope")))
+
+
+def test_inference_batches_cap_items_and_padded_tokens():
+    from engine.encoder import inference_batches
+
+    lengths = [10, 300, 40, 40, 200, 5]
+    batches = inference_batches(lengths, batch_size=3, max_tokens=400)
+    assert [b.tolist() for b in batches] == [[1], [4, 2], [3, 0, 5]]  # longest first; 300 alone (> budget / 2)
+    assert all(len(b) * max(lengths[i] for i in b) <= 400 for b in batches if len(b) > 1)
+    assert [b.tolist() for b in inference_batches(lengths, batch_size=4)] == [[1, 4, 2, 3], [0, 5]]  # no cap
+    assert inference_batches([], batch_size=4, max_tokens=100) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        inference_batches(lengths, batch_size=0)
+
+
+def test_a_token_budget_does_not_change_the_vectors(minilm, monkeypatch):
+    import engine.encoder
+
+    passages = [Passage(str(i), t) for i, t in enumerate(TEXTS)]
+    monkeypatch.setattr(engine.encoder, "CPU_BATCH_TOKENS", 10**9)
+    uncapped = minilm.encode_passages(passages, batch_size=64)
+    monkeypatch.setattr(engine.encoder, "CPU_BATCH_TOKENS", 64)  # every text in a batch of its own but "short"
+    np.testing.assert_allclose(minilm.encode_passages(passages, batch_size=64), uncapped, atol=1e-5)
