@@ -93,6 +93,8 @@ def start_app(args: argparse.Namespace, db: Path, port: int, log_path: Path) -> 
         cmd += ["--cross-encoder", args.cross_encoder]
     if args.int8_cross_encoder:
         cmd += ["--int8-cross-encoder"]
+    if args.onnx_cross_encoder:
+        cmd += ["--onnx-cross-encoder"]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10, help="hits per `ask` with highlights (and under load)")
     p.add_argument("--rerank-k", type=int, default=20, help="hits per `ask` without highlights (re-ranked top-k)")
     p.add_argument("--int8-cross-encoder", action="store_true", help="start the app with --int8-cross-encoder")
+    p.add_argument("--onnx-cross-encoder", action="store_true", help="start the app with --onnx-cross-encoder")
     p.add_argument("--startup-timeout", type=float, default=600)
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
@@ -259,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "cross_encoder": args.cross_encoder,
         "int8_cross_encoder": args.int8_cross_encoder,
+        "onnx_cross_encoder": args.onnx_cross_encoder,
         "k": args.k,
         "rerank_k": args.rerank_k,
         "startup_s": round(startup, 2),

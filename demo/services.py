@@ -79,6 +79,10 @@ class Services:
             from engine.quantize import QuantizeConfig, quantize_cross_encoder
 
             ce = quantize_cross_encoder(ce, QuantizeConfig(backend=self.config.int8_backend))
+        elif ce is not None and self.config.onnx_cross_encoder:
+            from engine.quantize import onnx_cross_encoder
+
+            ce = onnx_cross_encoder(ce)
         with self._lock:
             self.cross_encoder = ce
             self.retriever.reranker = ce

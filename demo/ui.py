@@ -85,6 +85,7 @@ def ce_status_html(services: Services) -> str:
         prov = services.cross_encoder.config.provenance or {}
         where = prov.get("upstream") or services.cross_encoder.config.model
         kind = f", served as {services.int8_backend} int8" if services.config.int8_cross_encoder else ""
+        kind = ", served by ONNX Runtime in fp32" if services.config.onnx_cross_encoder else kind
         html = notice(f"Cross-encoder: trained ({where}{kind}). Probabilities and re-ranking are shown.")
         check = prov.get("app_check") or {}
         if check:
@@ -519,6 +520,7 @@ def build_app(services: Services) -> gr.Blocks:
                 "cross_encoder_trained": services.ce_trained,
                 "cross_encoder_int8": services.config.int8_cross_encoder,
                 "cross_encoder_int8_backend": services.int8_backend if services.config.int8_cross_encoder else None,
+                "cross_encoder_onnx_fp32": services.config.onnx_cross_encoder,
                 "training": services.jobs.state(CE_JOB).__dict__,
                 "storage": services.db.notice,
                 "ephemeral_storage": services.db.ephemeral,

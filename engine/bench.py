@@ -208,7 +208,7 @@ def plots(report: BenchReport, out: Path) -> list[Path]:
     lat = sec.get("latency", {})
     if "fp32" in lat:
         fig, ax = plt.subplots(figsize=(6, 3))
-        labels = [k for k in ("fp32", "int8") if k in lat]
+        labels = [k for k in ("fp32", "onnx_fp32", "int8") if k in lat]
         left = [0.0] * len(labels)
         for stage in ("encode", "search", "rerank"):
             vals = [lat[k]["stages_p50_ms"][stage] for k in labels]

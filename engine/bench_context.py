@@ -218,6 +218,14 @@ class BenchContext:
         return self._get("dual_int8", lambda: quantize_dual_encoder(self.dual, self.quantize_config))
 
     @property
+    def dual_onnx(self) -> DualEncoder | None:
+        """The fp32 dual-encoder run by ONNX Runtime (None without onnxruntime)."""
+        from engine.onnx_int8 import available
+        from engine.quantize import onnx_dual_encoder
+
+        return self._get("dual_onnx", lambda: onnx_dual_encoder(self.dual) if available() else None)
+
+    @property
     def cross(self) -> CrossEncoder:
         def make() -> CrossEncoder:
             if self.config.cross_encoder:
@@ -232,6 +240,14 @@ class BenchContext:
         from engine.quantize import quantize_cross_encoder
 
         return self._get("cross_int8", lambda: quantize_cross_encoder(self.cross, self.quantize_config))
+
+    @property
+    def cross_onnx(self) -> CrossEncoder | None:
+        """The fp32 cross-encoder run by ONNX Runtime (None without onnxruntime)."""
+        from engine.onnx_int8 import available
+        from engine.quantize import onnx_cross_encoder
+
+        return self._get("cross_onnx", lambda: onnx_cross_encoder(self.cross) if available() else None)
 
     def corpus_vectors(self, int8: bool = False) -> np.ndarray:
         """(n_passages, dim) vectors of `self.corpus` from the fp32 or int8 dual-encoder (timed once)."""

@@ -217,17 +217,19 @@ def _latency_text(summary: dict) -> str:
 
 def app_section(ctx: BenchContext) -> Section:
     """The running app through its HTTP API: fp32 cross-encoder (1 client, then C clients with
-    judgments) and, when a cross-encoder is given, the app again with --int8-cross-encoder (1 client)."""
+    judgments) and, when a cross-encoder is given, the app again with --onnx-cross-encoder (the fp32 model in
+    ONNX Runtime) and with --int8-cross-encoder (1 client each)."""
     cfg = ctx.config
     data = _run_app_bench(cfg, ["--clients", str(cfg.app_clients)])
     if "error" in data:
         return Section("app", data, [])
     runs = [("fp32", data)]
     if cfg.cross_encoder:
-        int8 = _run_app_bench(cfg, ["--clients", "0", "--int8-cross-encoder"])
-        data["int8_cross_encoder_run"] = int8
-        if "error" not in int8:
-            runs.append(("int8", int8))
+        for label, flag in (("fp32 ONNX Runtime", "--onnx-cross-encoder"), ("int8", "--int8-cross-encoder")):
+            run = _run_app_bench(cfg, ["--clients", "0", flag])
+            data[flag.strip("-").replace("-", "_") + "_run"] = run
+            if "error" not in run:
+                runs.append((label, run))
     rows = []
     for label, run in runs:
         alone = run["single"]

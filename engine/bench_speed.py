@@ -100,7 +100,41 @@ def encode_section(ctx: BenchContext) -> Section:
             int8.ratio >= 1.8,
         ),
     ]
+    onnx = ctx.dual_onnx
+    if onnx is not None:
+        enc = onnx.passage_encoder
+
+        def run_onnx() -> np.ndarray:
+            return enc.encode(texts, batch_size=cfg.encode_batch)
+
+        row, data["onnx_fp32"] = _onnx_fp32_row(
+            "passage encoding, ONNX Runtime fp32 (passages/s)",
+            run_onnx,
+            run_st,
+            b,
+            n,
+            "p/s",
+            "SentenceTransformer.encode",
+            1e-5,
+            cfg.repeats,
+        )
+        rows.insert(1, row)
     return Section("encode", data, rows)
+
+
+def _onnx_fp32_row(label, run_onnx, run_st, reference, n, unit, baseline, tolerance, repeats) -> tuple[Row, dict]:
+    """The fp32 model run by ONNX Runtime against the sentence-transformers baseline: same outputs, speed."""
+    max_abs = float(np.abs(run_onnx() - reference).max())
+    timing = compare(run_onnx, run_st, repeats)
+    row = Row(
+        label,
+        _fmt_rate(n / timing.ours.median, unit) + f" (max abs diff {max_abs:.1e})",
+        _fmt_rate(n / timing.baseline.median, unit) + f" {baseline}",
+        timing.ratio,
+        "≥ 1.0× and identical",
+        timing.ratio >= 1.0 and max_abs < tolerance,
+    )
+    return row, {**timing.to_dict(n), "max_abs_diff_vs_baseline": max_abs, "identical": max_abs < tolerance}
 
 
 # --- cross-encoder scoring ----------------------------------------------------------------
@@ -166,6 +200,24 @@ def cross_section(ctx: BenchContext) -> Section:
             int8.ratio >= 1.8,
         ),
     ]
+    onnx = ctx.cross_onnx
+    if onnx is not None:
+
+        def run_onnx() -> np.ndarray:
+            return onnx.logits(questions, passages, batch_size=cfg.ce_batch)
+
+        row, data["onnx_fp32"] = _onnx_fp32_row(
+            "cross-encoder scoring, ONNX Runtime fp32 (pairs/s)",
+            run_onnx,
+            run_st,
+            b,
+            n,
+            "pairs/s",
+            "CrossEncoder.predict",
+            1e-4,
+            cfg.repeats,
+        )
+        rows.insert(1, row)
     return Section("cross", data, rows)
 
 
@@ -293,8 +345,11 @@ def latency_section(ctx: BenchContext) -> Section:
     texts = [q.text for q in all_questions[: cfg.latency_queries]]
     logging.getLogger("engine.retriever").setLevel(logging.ERROR)  # untrained-head warning per query
     out, rows = {}, []
-    for label, int8 in (("fp32", False), ("int8", True)):
-        dual, ce = (ctx.dual_int8, ctx.cross_int8) if int8 else (ctx.dual, ctx.cross)
+    variants = [("fp32", ctx.dual, ctx.cross, False), ("int8", ctx.dual_int8, ctx.cross_int8, True)]
+    if ctx.dual_onnx is not None:  # the same fp32 models in ONNX Runtime: the same vectors, the fp32 index
+        variants.insert(1, ("onnx_fp32", ctx.dual_onnx, ctx.cross_onnx, False))
+    labels = {"fp32": "fp32", "onnx_fp32": "fp32 (ONNX Runtime)", "int8": _latency_label(ctx)}
+    for label, dual, ce, int8 in variants:
         index = DenseIndex.build(ctx.corpus_vectors(int8), ctx.corpus.ids)
         retriever = Retriever(ctx.corpus, dense=dual, index=index, reranker=ce)
         retriever.search(texts[0], k=10, rerank_depth=cfg.rerank_depth)  # warm-up
@@ -325,8 +380,7 @@ def latency_section(ctx: BenchContext) -> Section:
         r = out[label]
         rows.append(
             Row(
-                f"query latency {_latency_label(ctx) if int8 else label}: encode + Flat search + re-rank top-{cfg.rerank_depth}, "
-                "in process",
+                f"query latency {labels[label]}: encode + Flat search + re-rank top-{cfg.rerank_depth}, in process",
                 f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms",
                 f"~{ROCKETQA_CPU_SECONDS_PER_QUERY:.0f} s/query (official RocketQA on CPU, reported)",
                 1000 * ROCKETQA_CPU_SECONDS_PER_QUERY / r["p50_ms"],

@@ -121,6 +121,35 @@ def _int8_module(module: torch.nn.Module, tokenizer, output: str, config: Quanti
     )
 
 
+def onnx_dual_encoder(model: DualEncoder) -> DualEncoder:
+    """A copy of a dual-encoder run by ONNX Runtime in fp32 (CPU, inference only).
+
+    Its vectors equal the PyTorch model's to float rounding (tested to 1e-5), so it keeps the source's
+    embedding-cache fingerprint. Measured by `python -m engine bench`, not assumed: see docs/BENCHMARKS.md.
+    """
+    from engine.onnx_int8 import onnx_module
+
+    q_model = onnx_module(model.query_encoder.model, model.query_encoder.tokenizer, "last_hidden_state", int8=False)
+    shared = model.passage_encoder.model is model.query_encoder.model
+    p_model = (
+        q_model
+        if shared
+        else onnx_module(model.passage_encoder.model, model.passage_encoder.tokenizer, "last_hidden_state", int8=False)
+    )
+    out = DualEncoder(
+        _with_model(model.query_encoder, q_model), _with_model(model.passage_encoder, p_model), model.config
+    )
+    out.derived_fingerprint = model.fingerprint()
+    return out
+
+
+def onnx_cross_encoder(model: CrossEncoder) -> CrossEncoder:
+    """A copy of a cross-encoder run by ONNX Runtime in fp32: the same logits to float rounding (CPU, inference only)."""
+    from engine.onnx_int8 import onnx_module
+
+    return CrossEncoder(onnx_module(model.model, model.tokenizer, "logits", int8=False), model.tokenizer, model.config)
+
+
 def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = None) -> DualEncoder:
     """An int8 copy of a dual-encoder (shared towers stay shared), with its own embedding-cache fingerprint."""
     config = config or QuantizeConfig()

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import test_demo_support as support
@@ -19,6 +20,7 @@ from test_demo_support import HOSTILE_ID, RUN_ID, make_config
 from demo import handlers, negatives, reports
 from demo.handlers import AppError
 from demo.services import IMPORT_JOB, load_services
+from demo.ui import ce_status_html
 
 demo_data, demo_run, demo_ce = support.demo_data, support.demo_run, support.demo_ce  # shared session fixtures
 
@@ -158,6 +160,23 @@ def test_int8_cross_encoder_serves_a_quantised_copy(tmp_path, demo_data, demo_ce
     result = handlers.ask(services, "What are male honeybees called?", 5, "dense")
     probs = [h["ce_prob"] for h in result.hits]
     assert result.reranked and probs == sorted(probs, reverse=True)
+
+
+def test_onnx_cross_encoder_serves_the_same_probabilities(tmp_path, demo_data, demo_ce, tiny_model_dir):
+    from engine.onnx_int8 import OnnxModule, available
+
+    if not available():
+        pytest.skip("onnxruntime / onnx are not installed")
+    question = "What are male honeybees called?"
+    plain = load_services(make_config(tmp_path / "a", demo_data, tiny_model_dir, cross_encoder=str(demo_ce)))
+    onnx = load_services(
+        make_config(tmp_path / "b", demo_data, tiny_model_dir, cross_encoder=str(demo_ce), onnx_cross_encoder=True)
+    )
+    assert isinstance(onnx.cross_encoder.model, OnnxModule) and onnx.retriever.reranker is onnx.cross_encoder
+    assert "ONNX Runtime in fp32" in ce_status_html(onnx)
+    a, b = (handlers.ask(s, question, 5, "dense") for s in (plain, onnx))
+    assert [h["passage_id"] for h in a.hits] == [h["passage_id"] for h in b.hits]
+    np.testing.assert_allclose([h["ce_prob"] for h in b.hits], [h["ce_prob"] for h in a.hits], atol=1e-5)
 
 
 # --- judge --------------------------------------------------------------------------------

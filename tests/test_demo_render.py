@@ -106,3 +106,7 @@ def test_config_precedence_and_defaults():
         load_config([], env={"ROCKETQA_INT8_BACKEND": "tensorrt"})
     with pytest.raises(SystemExit, match="ROCKETQA_INT8_CROSS_ENCODER"):
         load_config([], env={"ROCKETQA_INT8_CROSS_ENCODER": "maybe"})
+    assert load_config(["--onnx-cross-encoder"], env={}).onnx_cross_encoder
+    assert load_config([], env={"ROCKETQA_ONNX_CROSS_ENCODER": "yes"}).onnx_cross_encoder and not c.onnx_cross_encoder
+    with pytest.raises(SystemExit, match="exclude each other"):
+        load_config(["--onnx-cross-encoder"], env={"ROCKETQA_INT8_CROSS_ENCODER": "1"})

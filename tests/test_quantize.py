@@ -9,7 +9,14 @@ import torch
 from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
 from engine.data import Passage
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
-from engine.quantize import QuantizeConfig, linear_names, quantize_cross_encoder, quantize_dual_encoder
+from engine.quantize import (
+    QuantizeConfig,
+    linear_names,
+    onnx_cross_encoder,
+    onnx_dual_encoder,
+    quantize_cross_encoder,
+    quantize_dual_encoder,
+)
 
 TEXTS = [
     "Worker honeybees perform a waggle dance to show where flowers are.",
@@ -84,6 +91,22 @@ def test_onnx_fp32_export_reproduces_the_torch_model(dual):
     # batches of different sizes and lengths go through the dynamic axes
     for texts in (TEXTS, TEXTS[:1], [TEXTS[0] * 3, "short"]):
         np.testing.assert_allclose(copy.encode(texts), enc.encode(texts), atol=1e-5)
+
+
+@needs_onnx
+def test_onnx_fp32_copies_give_the_same_outputs(dual, tiny_model_dir):
+    passages = [Passage(str(i), t) for i, t in enumerate(TEXTS)]
+    o = onnx_dual_encoder(dual)
+    assert isinstance(o.passage_encoder.model, onnx_int8.OnnxModule) and o.passage_encoder.model.quantized_nodes == 0
+    np.testing.assert_allclose(o.encode_queries(TEXTS), dual.encode_queries(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(o.encode_passages(passages), dual.encode_passages(passages), atol=1e-5)
+    assert o.fingerprint() == dual.fingerprint()  # same vectors: the embedding cache is shared with fp32
+    torch.manual_seed(0)
+    ce = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir, scale=2.0, bias=-1.0))
+    oc = onnx_cross_encoder(ce)
+    assert isinstance(oc.model, onnx_int8.OnnxModule) and oc.config == ce.config
+    questions = ["Which town did Vesuvius bury?", "lens", "what dance do bees do " * 4]
+    np.testing.assert_allclose(oc.logits(questions, passages), ce.logits(questions, passages), atol=1e-5)
 
 
 @needs_onnx
