@@ -50,7 +50,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _int8_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    runtime = p.add_mutually_exclusive_group()
+    runtime.add_argument(
+        "--onnx",
+        action="store_true",
+        help="encode passages with the fp32 dual-encoder run by ONNX Runtime (CPU; the same vectors, faster; "
+        "shares the fp32 cache; measured in docs/BENCHMARKS.md)",
+    )
+    runtime.add_argument(
         "--int8",
         action="store_true",
         help="encode passages with an int8 copy of the dual-encoder (CPU; faster, slightly different vectors, "
@@ -75,6 +82,10 @@ def _encoder(args: argparse.Namespace):
         from engine.quantize import QuantizeConfig, quantize_dual_encoder
 
         encoder = quantize_dual_encoder(encoder, QuantizeConfig(backend=args.int8_backend))
+    elif getattr(args, "onnx", False):
+        from engine.quantize import onnx_dual_encoder
+
+        encoder = onnx_dual_encoder(encoder)
     return encoder
 
 

@@ -63,6 +63,23 @@ def test_int8_shards_index_only_with_the_int8_model(tiny_beir, tmp_path, tiny_mo
     assert Path(int8_index["cache"]).parent != Path(fp32_index["cache"])  # its own model key
 
 
+def test_onnx_fp32_shards_index_as_the_fp32_model(tiny_beir, tmp_path, tiny_model_dir, capsys):
+    pytest.importorskip("onnxruntime")
+    # ONNX Runtime fp32 gives the fp32 vectors: its shards merge under the fp32 model's key
+    common = ["--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    for i in range(2):
+        assert main(["encode", *common, "--onnx", "--shard", f"{i}/2", "--output", str(tmp_path / "shards")]) == 0
+    capsys.readouterr()
+    assert main(["index", *common, "--from-shards", str(tmp_path / "shards")]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert main(["index", *common]) == 0  # fp32: served from the cache entry the shards made
+    plain = json.loads(capsys.readouterr().out)
+    a, b = Path(merged["cache"]), Path(plain["cache"])  # the same model-key directory (one may name its index)
+    assert a == b or a in b.parents or b in a.parents, (merged, plain)
+    with pytest.raises(SystemExit):
+        main(["encode", *common, "--onnx", "--int8", "--output", str(tmp_path / "x")])
+
+
 def test_search_prints_hits(tiny_beir, capsys):
     assert main(["search", "--data", str(tiny_beir), "--retriever", "bm25", "--k", "2", "Fresnel lens"]) == 0
     assert "[lighthouse_0]" in capsys.readouterr().out.splitlines()[0]
