@@ -13,7 +13,8 @@ pairs/s with no re-ranking loss (-0.09 points). Per-tensor scales are noticeably
 to ~0.88) because the FFN output projection (after GELU) has outlier channels;
 `QuantizeConfig.skip_ffn_output=True` keeps those six layers in fp32 (closer, slower).
 
-`QuantizeConfig(backend="onnx")` exports the model to ONNX and runs it with ONNX Runtime, its MatMul
+`onnx_dual_encoder` / `onnx_cross_encoder` run the fp32 model itself through ONNX Runtime (same outputs,
+faster on CPU; no quantisation). `QuantizeConfig(backend="onnx")` exports the model to ONNX and runs it with ONNX Runtime, its MatMul
 weights in int8 (`engine.onnx_int8`); `backend="auto"` picks per model what measured best
 (`AUTO_BACKEND`: ONNX Runtime for the dual-encoder, PyTorch for the cross-encoder).
 Not covered: static quantisation, GPUs (use bf16 there).
@@ -121,6 +122,14 @@ def _int8_module(module: torch.nn.Module, tokenizer, output: str, config: Quanti
     )
 
 
+def _dual_copy(model: DualEncoder, make) -> DualEncoder:
+    """A DualEncoder whose tower models are `make(model, tokenizer)` of the source's (shared towers stay shared)."""
+    q, p = model.query_encoder, model.passage_encoder
+    q_model = make(q.model, q.tokenizer)
+    p_model = q_model if p.model is q.model else make(p.model, p.tokenizer)
+    return DualEncoder(_with_model(q, q_model), _with_model(p, p_model), model.config)
+
+
 def onnx_dual_encoder(model: DualEncoder) -> DualEncoder:
     """A copy of a dual-encoder run by ONNX Runtime in fp32 (CPU, inference only).
 
@@ -129,16 +138,7 @@ def onnx_dual_encoder(model: DualEncoder) -> DualEncoder:
     """
     from engine.onnx_int8 import onnx_module
 
-    q_model = onnx_module(model.query_encoder.model, model.query_encoder.tokenizer, "last_hidden_state", int8=False)
-    shared = model.passage_encoder.model is model.query_encoder.model
-    p_model = (
-        q_model
-        if shared
-        else onnx_module(model.passage_encoder.model, model.passage_encoder.tokenizer, "last_hidden_state", int8=False)
-    )
-    out = DualEncoder(
-        _with_model(model.query_encoder, q_model), _with_model(model.passage_encoder, p_model), model.config
-    )
+    out = _dual_copy(model, lambda m, tok: onnx_module(m, tok, "last_hidden_state", int8=False))
     out.derived_fingerprint = model.fingerprint()
     return out
 
@@ -153,16 +153,7 @@ def onnx_cross_encoder(model: CrossEncoder) -> CrossEncoder:
 def quantize_dual_encoder(model: DualEncoder, config: QuantizeConfig | None = None) -> DualEncoder:
     """An int8 copy of a dual-encoder (shared towers stay shared), with its own embedding-cache fingerprint."""
     config = config or QuantizeConfig()
-    q_model = _int8_module(model.query_encoder.model, model.query_encoder.tokenizer, "last_hidden_state", config)
-    shared = model.passage_encoder.model is model.query_encoder.model
-    p_model = (
-        q_model
-        if shared
-        else _int8_module(model.passage_encoder.model, model.passage_encoder.tokenizer, "last_hidden_state", config)
-    )
-    out = DualEncoder(
-        _with_model(model.query_encoder, q_model), _with_model(model.passage_encoder, p_model), model.config
-    )
+    out = _dual_copy(model, lambda m, tok: _int8_module(m, tok, "last_hidden_state", config))
     variant = json.dumps(
         [config.resolved_backend("dual"), config.per_channel, config.skip_ffn_output, config.skip_pooler]
     )
