@@ -12,7 +12,7 @@ Precedence: a command-line flag, then its environment variable, then the default
 | `--cache DIR` | `ROCKETQA_CACHE` | embedding/index cache root |
 | `--int8-cross-encoder` | `ROCKETQA_INT8_CROSS_ENCODER=1` | serve the cross-encoder as int8 (faster on CPU; measured cost in docs/BENCHMARKS.md) |
 | `--onnx-cross-encoder` | `ROCKETQA_ONNX_CROSS_ENCODER=1` | serve the fp32 cross-encoder through ONNX Runtime: the same probabilities, faster on CPU (docs/BENCHMARKS.md) |
-| `--int8-backend B` | `ROCKETQA_INT8_BACKEND` | how the int8 cross-encoder runs: `onnx` (ONNX Runtime), `torch` (PyTorch dynamic), `auto` (default: torch, measured faster for re-ranking) |
+| `--int8-backend B` | `ROCKETQA_INT8_BACKEND` | how the int8 cross-encoder runs: `onnx` (ONNX Runtime), `torch` (PyTorch dynamic), `auto` (default: ONNX Runtime when installed, measured faster and closer to fp32 for re-ranking; else torch) |
 | `--host`, `--port` | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the server listens |
 | | `SPACE_ID` | set by Hugging Face Spaces: enables login and the hub default data |
 
@@ -116,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
         dest="int8_backend",
         choices=INT8_BACKENDS,
         help="how the int8 cross-encoder runs: onnx (ONNX Runtime), torch (PyTorch dynamic quantisation), "
-        "auto = torch, measured faster for re-ranking (env ROCKETQA_INT8_BACKEND, default auto)",
+        "auto = onnx when installed, measured faster for re-ranking (env ROCKETQA_INT8_BACKEND, default auto)",
     )
     return p
 

@@ -304,7 +304,7 @@ def add_parser(subparsers) -> None:
         choices=["auto", "onnx", "torch"],
         default=None,
         help="how the int8 models run: onnx (ONNX Runtime), torch (PyTorch dynamic), "
-        "auto = what measured best per model (ONNX Runtime dual-encoder, PyTorch cross-encoder)",
+        "auto = what measured best per model (engine.quantize.AUTO_BACKEND: ONNX Runtime for both)",
     )
     p.add_argument(
         "--merge",

@@ -150,7 +150,8 @@ def test_unknown_backend_is_refused(dual):
         quantize_dual_encoder(dual, QuantizeConfig(backend="tensorrt"))
     auto = QuantizeConfig(backend="auto")
     assert auto.resolved_backend("dual") == ("onnx" if onnx_int8.available() else "torch")
-    assert auto.resolved_backend("cross") == "torch"  # measured faster for re-ranking, at no quality cost
+    # measured faster for re-ranking, and closer to fp32, once batches are capped by padded tokens
+    assert auto.resolved_backend("cross") == ("onnx" if onnx_int8.available() else "torch")
     assert QuantizeConfig(backend="onnx").resolved_backend("cross") == "onnx"
     with pytest.raises(ValueError, match="model must be one of"):
         auto.resolved_backend("reader")
