@@ -25,10 +25,10 @@ from transformers import AutoModel, AutoTokenizer
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
-# padded tokens per inference batch on a CPU. Measured on 2 cores (all-MiniLM-L6-v2, SQuAD): passages at
-# 128 tokens encode at ~70/s in batches of 16 and ~60/s in batches of 64; a cross-encoder re-ranks a
-# question's top 20 at 256 tokens in ~475 ms in length-sorted batches of 4 and ~715 ms in one padded
-# batch of 20. Small batches fit the caches and pad less; a GPU wants large ones (no token cap there).
+# padded tokens per inference batch on a CPU. Measured by benchmarks/batch_sizes.py on 2 cores (all-MiniLM-L6-v2,
+# SQuAD): length-sorted passages at 128 tokens encode at 44.5/s in batches of 16 and 36.3/s in batches of 64;
+# a cross-encoder re-ranks a question's top 20 at 256 tokens in 515 ms in length-sorted batches of 4 and
+# 710 ms in one padded batch of 20. Small batches fit the caches and pad less; a GPU wants large ones.
 CPU_BATCH_TOKENS = 1024
 LENGTH_CHUNK = 8192  # texts tokenised at a time to learn their lengths (bounds memory on large corpora)
 
