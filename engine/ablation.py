@@ -37,8 +37,9 @@ import numpy as np
 from engine.config import PipelineConfig, preset, with_base_model, with_step_overrides
 from engine.cross_encoder import CrossEncoder
 from engine.data import Dataset, Question
-from engine.denoise import retrieve, score
+from engine.denoise import Ranking, retrieve, score
 from engine.dual_encoder import DualEncoder
+from engine.fusion import RerankCandidates, WeightChoice, choose_rerank_weight, rerank_order
 from engine.metrics import CUTOFF, EvalResult, evaluate_rankings, has_answer
 from engine.pipeline import STEP_DIRS, dense_index, open_run, run_pipeline
 
@@ -53,6 +54,9 @@ class AblationConfig:
     seeds: tuple[int, ...] = (13,)
     rerank_depth: int = 20  # M_D2 + cross-encoder re-ranks the top-20
     rerank_max_questions: int = 0  # >0: the re-ranking row uses a seeded subset of test questions (CPU time)
+    # a second re-ranking row: logit + w * M_D2's score, w chosen on the dev split (engine.fusion)
+    rerank_weight_from_dev: bool = True
+    rerank_onnx: bool = False  # score the re-ranking rows with the fp32 ONNX Runtime copy (same logits, faster on CPUs)
     cross_batch_processes: int = 2
     base_model: str = ""
     threshold_sweep: bool = True  # dev-only check of the thresholds (no retraining)
@@ -131,13 +135,20 @@ def _rr10(result: EvalResult, qids: list[str]) -> np.ndarray:
     return np.asarray(out)
 
 
-def dense_rankings(
+def dense_candidates(
     run_dir: Path, model: DualEncoder, ds: Dataset, questions: list[Question], k: int
-) -> dict[str, list[str]]:
+) -> dict[str, Ranking]:
+    """Top-k ids and inner-product scores per question, from the run's cached index."""
     from engine.cache import cached_index
 
     index = cached_index(model, ds.corpus, root=run_dir / "cache", show_progress=False)
-    return {q.id: r.ids for q, r in zip(questions, retrieve(model, index, questions, k))}
+    return dict(zip((q.id for q in questions), retrieve(model, index, questions, k)))
+
+
+def dense_rankings(
+    run_dir: Path, model: DualEncoder, ds: Dataset, questions: list[Question], k: int
+) -> dict[str, list[str]]:
+    return {qid: r.ids for qid, r in dense_candidates(run_dir, model, ds, questions, k).items()}
 
 
 def bm25_rankings(ds: Dataset, questions: list[Question], k: int) -> dict[str, list[str]]:
@@ -147,18 +158,49 @@ def bm25_rankings(ds: Dataset, questions: list[Question], k: int) -> dict[str, l
     return {q.id: ids for q, ids in zip(questions, res.ids)}
 
 
+def rerank_candidates(
+    ce: CrossEncoder, ds: Dataset, questions: list[Question], rankings: dict[str, Ranking], depth: int
+) -> dict[str, RerankCandidates]:
+    """Cross-encoder logits of each question's first-stage top-`depth` (one length-sorted pass)."""
+    heads = {q.id: (rankings[q.id].ids[:depth], rankings[q.id].scores[:depth]) for q in questions}
+    texts = [q.text for q in questions for _ in heads[q.id][0]]
+    passages = [ds.corpus[pid] for q in questions for pid in heads[q.id][0]]
+    logits = iter(ce.logits(texts, passages).tolist()) if texts else iter(())
+    return {
+        q.id: RerankCandidates(tuple(ids), tuple(scores), tuple(next(logits) for _ in ids))
+        for q, (ids, scores) in ((q, heads[q.id]) for q in questions)
+    }
+
+
+def reranked(
+    rankings: dict[str, Ranking], candidates: dict[str, RerankCandidates], weight: float = 0.0
+) -> dict[str, list[str]]:
+    """Each question's head re-ordered by logit + weight * first-stage score; the tail keeps its order."""
+    out = {}
+    for qid, c in candidates.items():
+        order = rerank_order(c.ce_logits, c.first_stage, weight)
+        out[qid] = [c.ids[i] for i in order] + rankings[qid].ids[len(c.ids) :]
+    return out
+
+
 def rerank(
     ce: CrossEncoder, ds: Dataset, questions: list[Question], rankings: dict[str, list[str]], depth: int
 ) -> dict[str, list[str]]:
-    pairs = [(q.text, pid) for q in questions for pid in rankings[q.id][:depth]]
-    probs = iter(score(ce, pairs, ds.corpus).tolist())
-    out = {}
-    for q in questions:
-        head = rankings[q.id][:depth]
-        s = [next(probs) for _ in head]
-        order = sorted(range(len(head)), key=lambda i: (-s[i], i))
-        out[q.id] = [head[i] for i in order] + rankings[q.id][depth:]
-    return out
+    """Each question's top-`depth` ids re-ordered by the cross-encoder alone."""
+    as_rankings = {q.id: Ranking(list(rankings[q.id]), [0.0] * len(rankings[q.id])) for q in questions}
+    return reranked(as_rankings, rerank_candidates(ce, ds, questions, as_rankings, depth))
+
+
+def rerank_weight_on_dev(
+    run_dir: Path, m2: DualEncoder, ce: CrossEncoder, ds: Dataset, dev_split: str, ab: AblationConfig
+) -> WeightChoice:
+    """The re-ranking weight with the best dev MRR@10 (M_D2's top-`rerank_depth`, every dev question)."""
+    questions, qrels = ds.split(dev_split)
+    cand = rerank_candidates(
+        ce, ds, questions, dense_candidates(run_dir, m2, ds, questions, ab.rerank_depth), ab.rerank_depth
+    )
+    relevant = {qid: {pid for pid, g in rels.items() if g > 0} for qid, rels in qrels.items()}
+    return choose_rerank_weight(cand, relevant)
 
 
 # --- the runs -----------------------------------------------------------------------------
@@ -358,7 +400,8 @@ def run_ablation(
         add("hard negatives, undenoised", dense(und, und / STEP_DIRS[3] / "model"), _train_seconds(und, 3))
         add("hard negatives, denoised (M_D1)", dense(main, main / STEP_DIRS[3] / "model"), _train_seconds(main, 3))
         m2 = DualEncoder.load(main / STEP_DIRS[4] / "model")
-        m2_rank = dense_rankings(main, m2, ds, questions, ab.eval_k)
+        m2_cand = dense_candidates(main, m2, ds, questions, ab.eval_k)
+        m2_rank = {qid: r.ids for qid, r in m2_cand.items()}
         add("+ data augmentation (M_D2)", _eval(m2_rank, ds, questions, qrels), _train_seconds(main, 4))
         if ab.rerank_depth > 0:
             t0 = time.perf_counter()
@@ -368,10 +411,23 @@ def run_ablation(
                 rerank_note = f"re-ranking rows on a seeded subset of {len(sub)} of {len(questions)} questions"
                 add(f"M_D2 on the re-ranking subset ({len(sub)} q)", _eval(m2_rank, ds, sub, qrels))
             ce = CrossEncoder.load(main / STEP_DIRS[2] / "model")
-            add(
-                f"M_D2 + cross-encoder top-{ab.rerank_depth}",
-                _eval(rerank(ce, ds, sub, m2_rank, ab.rerank_depth), ds, sub, qrels),
-            )
+            if ab.rerank_onnx:
+                from engine.quantize import onnx_cross_encoder
+
+                ce = onnx_cross_encoder(ce)  # the same fp32 logits (to float rounding), about 2x faster on a CPU
+            cand = rerank_candidates(ce, ds, sub, m2_cand, ab.rerank_depth)
+            add(f"M_D2 + cross-encoder top-{ab.rerank_depth}", _eval(reranked(m2_cand, cand), ds, sub, qrels))
+            if ab.rerank_weight_from_dev:
+                choice = rerank_weight_on_dev(main, m2, ce, ds, base.dev_split, ab)
+                add(
+                    f"M_D2 + cross-encoder top-{ab.rerank_depth}, + {choice.weight:g} x dense score",
+                    _eval(reranked(m2_cand, cand, choice.weight), ds, sub, qrels),
+                )
+                weights = ", ".join(f"{w:g}: {v:.1f}" for w, v in choice.mrr.items())
+                notes.append(
+                    f"re-ranking weight (logit + w x M_D2 inner product) chosen on {base.dev_split} "
+                    f"({choice.questions} q), MRR@10 per w: {weights}"
+                )
             timing[f"rerank seed {seed}"] = time.perf_counter() - t0
         if ab.threshold_sweep and seed == ab.seeds[0]:
             sweep = threshold_sweep(main, ds, cfg, ab)

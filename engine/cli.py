@@ -111,6 +111,47 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
     )
 
 
+def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int) -> list:
+    hits = []
+    for start in range(0, len(questions), 256):
+        batch = questions[start : start + 256]
+        hits.extend(retriever.search_batch([q.text for q in batch], k=k, mode=mode, rerank_depth=rerank_depth))
+    return hits
+
+
+def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
+    """Choose the re-ranking weight (cross-encoder logit + w * first-stage score) on another split."""
+    from engine.fusion import RerankCandidates, choose_rerank_weight
+
+    if args.rerank_depth < 1 or not args.reranker:
+        raise ValueError("--rerank-weight-from-dev needs --reranker and --rerank-depth")
+    split = args.rerank_weight_from_dev
+    if split == args.split:
+        raise ValueError(f"--rerank-weight-from-dev {split}: choose the weight on another split than the one evaluated")
+    dev = _load(args.data, split)
+    if dev.corpus.fingerprint() != ds.corpus.fingerprint():
+        raise ValueError(f"--rerank-weight-from-dev {split}: that split of {args.data} comes with another corpus")
+    questions, qrels = dev.split(split)
+    shared = set(qrels) & set(ds.qrels.get(args.split, {}))
+    if shared:
+        raise ValueError(
+            f"--rerank-weight-from-dev {split}: {len(shared)} of its questions are in the evaluated split "
+            f"{args.split!r} (e.g. {sorted(shared)[0]!r}); the weight must be chosen on other questions"
+        )
+    retriever.rerank_weight = 0.0
+    hits = _search_all(retriever, questions, args.rerank_depth, args.retriever, args.rerank_depth)
+    candidates = {}
+    for q, hs in zip(questions, hits):
+        head = sorted(hs, key=lambda h: h.first_stage_rank)
+        candidates[q.id] = RerankCandidates(
+            tuple(h.passage.id for h in head), tuple(h.score for h in head), tuple(h.ce_logit for h in head)
+        )
+    relevant = {qid: {pid for pid, g in rels.items() if g > 0} for qid, rels in qrels.items()}
+    choice = choose_rerank_weight(candidates, relevant)
+    log.info("re-ranking weight %g chosen on %s (%d questions)", choice.weight, split, choice.questions)
+    return choice
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.metrics import evaluate_rankings
 
@@ -119,15 +160,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     retriever = _retriever(args, ds.corpus)
     t_load = time.perf_counter() - t0
+    weight_choice = None
+    if args.rerank_weight_from_dev:
+        weight_choice = _rerank_weight_from_dev(args, ds, retriever)
+        retriever.rerank_weight = weight_choice.weight
+    elif args.rerank_weight:
+        retriever.rerank_weight = args.rerank_weight
     t0 = time.perf_counter()
-    hits = []
-    for start in range(0, len(questions), 256):
-        batch = questions[start : start + 256]
-        hits.extend(
-            retriever.search_batch(
-                [q.text for q in batch], k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth
-            )
-        )
+    hits = _search_all(retriever, questions, args.k, args.retriever, args.rerank_depth)
     t_search = time.perf_counter() - t0
     rankings = {q.id: [h.passage.id for h in hs] for q, hs in zip(questions, hits)}
     answers = {q.id: q.answers for q in questions if q.answers}
@@ -143,6 +183,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "model": args.model or "packaged all-MiniLM-L6-v2" if args.retriever != "bm25" else None,
             "reranker": args.reranker,
             "rerank_depth": args.rerank_depth,
+            "rerank_weight": retriever.rerank_weight if args.rerank_depth else None,
+            "rerank_weight_choice": (
+                {"split": args.rerank_weight_from_dev, "questions": weight_choice.questions}
+                | {f"MRR@{weight_choice.cutoff} at weight {w:g}": round(v, 2) for w, v in weight_choice.mrr.items()}
+                if weight_choice
+                else None
+            ),
             "index_factory": args.index_factory,
             "passage_max_length": retriever.dense.passage_encoder.max_length if retriever.dense else None,
             "k": args.k,
@@ -203,6 +250,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     ds = _load(args.data)
     retriever = _retriever(args, ds.corpus, show_progress=False)
+    retriever.rerank_weight = args.rerank_weight
     hits = retriever.search(args.question, k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth)
     if args.json:
         print(json.dumps([{**asdict(h), "passage": asdict(h.passage)} for h in hits], indent=2))
@@ -234,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default="dense")
     p.add_argument("--reranker", default=None, help="cross-encoder directory or hub id to re-rank with")
     p.add_argument("--rerank-depth", type=int, default=0, help="re-rank the top-N with the cross-encoder (0 = off)")
+    p.add_argument(
+        "--rerank-weight",
+        type=float,
+        default=0.0,
+        help="re-ranked order: cross-encoder logit + this x first-stage score (default 0: the cross-encoder alone)",
+    )
+    p.add_argument(
+        "--rerank-weight-from-dev",
+        default=None,
+        metavar="SPLIT",
+        help="choose --rerank-weight on this split (e.g. dev) by MRR@10 over engine.fusion.RERANK_WEIGHTS",
+    )
     p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
     p.set_defaults(func=cmd_evaluate)
@@ -265,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default="dense")
     p.add_argument("--reranker", default=None)
     p.add_argument("--rerank-depth", type=int, default=0)
+    p.add_argument("--rerank-weight", type=float, default=0.0, help="cross-encoder logit + this x first-stage score")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=cmd_search)

@@ -56,3 +56,66 @@ def fuse(
     if config.method == "mix":
         return score_mix(rankings, scores, config.weights)
     raise ValueError(f"unknown fusion method {config.method!r} (use 'rrf' or 'mix')")
+
+
+# --- re-ranking: the cross-encoder's logit plus a share of the first-stage score ------------
+
+# weights tried on a dev split (0 = the cross-encoder alone)
+RERANK_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+
+
+@dataclass(frozen=True)
+class RerankCandidates:
+    """One question's re-ranked head, in first-stage order."""
+
+    ids: tuple[str, ...]
+    first_stage: tuple[float, ...]  # the scores that ordered them (dense inner product, BM25, fused)
+    ce_logits: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    weight: float  # the chosen one
+    mrr: dict[float, float]  # MRR@cutoff (percent) on the questions it was chosen on, per weight tried
+    questions: int
+    cutoff: int
+
+
+def rerank_order(ce_logits: Sequence[float], first_stage: Sequence[float], weight: float) -> list[int]:
+    """Indices best first by `ce_logit + weight * first_stage_score`; ties keep the first-stage order.
+
+    Weight 0 is the cross-encoder alone. The first-stage score's scale depends on the retriever
+    (an inner product of unit vectors for the dense one, unbounded for BM25), so a weight is
+    only meaningful for the retriever it was chosen with.
+    """
+    if len(ce_logits) != len(first_stage):
+        raise ValueError(f"{len(ce_logits)} cross-encoder logits for {len(first_stage)} first-stage scores")
+    mixed = [c + weight * s for c, s in zip(ce_logits, first_stage)]
+    return sorted(range(len(mixed)), key=lambda i: (-mixed[i], i))
+
+
+def choose_rerank_weight(
+    candidates: dict[str, RerankCandidates],
+    relevant: dict[str, set[str]],
+    weights: Sequence[float] = RERANK_WEIGHTS,
+    cutoff: int = 10,
+) -> WeightChoice:
+    """The weight with the best MRR@cutoff over the questions with a relevant passage (choose it on
+    dev, never on the split you report). Ties go to the smaller weight."""
+    if not weights:
+        raise ValueError("no weights to choose from")
+    qids = [q for q in candidates if relevant.get(q)]
+    if not qids:
+        raise ValueError("no question with a relevant passage to choose a re-ranking weight on")
+    mrr = {}
+    for w in sorted(set(weights)):
+        total = 0.0
+        for q in qids:
+            c = candidates[q]
+            for rank, i in enumerate(rerank_order(c.ce_logits, c.first_stage, w)[:cutoff], 1):
+                if c.ids[i] in relevant[q]:
+                    total += 1.0 / rank
+                    break
+        mrr[w] = 100.0 * total / len(qids)
+    best = max(mrr, key=lambda w: (mrr[w], -w))
+    return WeightChoice(best, mrr, len(qids), cutoff)

@@ -205,6 +205,8 @@ def ablation_config(args: argparse.Namespace):
         seeds=tuple(range(13, 13 + args.seeds)),
         rerank_depth=args.rerank_depth,
         rerank_max_questions=args.rerank_max_questions,
+        rerank_weight_from_dev=not args.no_rerank_weight,
+        rerank_onnx=args.rerank_onnx,
         cross_batch_processes=args.processes,
         base_model=args.base_model or "",
         threshold_sweep=not args.no_threshold_sweep,
@@ -307,6 +309,16 @@ def add_parser(subparsers) -> None:
     a.add_argument("--rerank-depth", type=int, default=20, help="M_D2 + cross-encoder re-ranking depth")
     a.add_argument(
         "--rerank-max-questions", type=int, default=0, help=">0: re-rank a seeded subset of N test questions (CPU time)"
+    )
+    a.add_argument(
+        "--no-rerank-weight",
+        action="store_true",
+        help="skip the row that re-ranks by logit + w x dense score with w chosen on dev (it scores every dev question)",
+    )
+    a.add_argument(
+        "--rerank-onnx",
+        action="store_true",
+        help="score the re-ranking rows with the fp32 ONNX Runtime copy of the cross-encoder (same logits, ~2x faster on CPUs)",
     )
     a.add_argument("--reuse-run", default=None, help="an existing pipeline run (same preset) to use for the first seed")
     a.add_argument("--processes", type=int, default=2, help="processes for the cross-batch row (torchrun)")

@@ -12,12 +12,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, Passage
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
-from engine.fusion import FusionConfig, fuse
+from engine.fusion import FusionConfig, fuse, rerank_order
 from engine.index import DenseIndex
 from engine.sparse import BM25Index
 
@@ -55,6 +53,7 @@ class Hit:
     bm25_rank: int | None = None
     ce_logit: float | None = None
     ce_prob: float | None = None
+    rerank_score: float | None = None  # ce_logit + rerank_weight * score: what the re-ranked head is ordered by
 
 
 class Retriever:
@@ -66,6 +65,7 @@ class Retriever:
         bm25: BM25Index | None = None,
         reranker: CrossEncoder | None = None,
         fusion: FusionConfig | None = None,
+        rerank_weight: float = 0.0,
     ):
         if (dense is None) != (index is None):
             raise ValueError("dense retrieval needs both a dual-encoder and its index")
@@ -75,6 +75,9 @@ class Retriever:
         self.bm25 = bm25
         self.reranker = reranker
         self.fusion = fusion or FusionConfig()
+        # re-ranked order: ce_logit + rerank_weight * first-stage score (0 = the cross-encoder alone;
+        # `engine.fusion.choose_rerank_weight` picks one on a dev split, for one retrieval mode)
+        self.rerank_weight = rerank_weight
 
     @property
     def modes(self) -> list[str]:
@@ -94,7 +97,8 @@ class Retriever:
         self, questions: Sequence[str], k: int = 10, mode: str = "dense", rerank_depth: int = 0
     ) -> list[list[Hit]]:
         """Top-k hits per question. With rerank_depth > 0 the top-`rerank_depth` are re-ordered
-        by the cross-encoder (hits below that depth keep their first-stage order)."""
+        by the cross-encoder's logit plus `rerank_weight` times their first-stage score (hits below
+        that depth keep their first-stage order)."""
         if mode not in self.modes:
             raise ValueError(f"retrieval mode {mode!r} is not available (available: {', '.join(self.modes) or 'none'})")
         if k < 1:
@@ -162,9 +166,17 @@ class Retriever:
         head, tail = hits[:depth], hits[depth:]
         logits = self.reranker.logits([question] * len(head), [h.passage for h in head])
         probs = self.reranker.probability(logits)
-        order = np.argsort(-logits, kind="stable")
+        w = self.rerank_weight
+        order = rerank_order(logits.tolist(), [h.score for h in head], w)
         reranked = [
-            replace(head[i], rank=r, ce_logit=float(logits[i]), ce_prob=float(probs[i])) for r, i in enumerate(order, 1)
+            replace(
+                head[i],
+                rank=r,
+                ce_logit=float(logits[i]),
+                ce_prob=float(probs[i]),
+                rerank_score=float(logits[i]) + w * head[i].score,
+            )
+            for r, i in enumerate(order, 1)
         ]
         return reranked + [replace(h, rank=len(reranked) + j) for j, h in enumerate(tail, 1)]
 

@@ -46,6 +46,30 @@ def test_evaluate_dense_and_hybrid(tiny_beir, tmp_path, tiny_model_dir):
         assert json.loads(out.read_text())["R@100"] == 100.0  # 8 passages: everything is in the top 100
 
 
+def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path, tiny_model_dir, capsys):
+    common = ["evaluate", "--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    rerank = ["--reranker", tiny_model_dir, "--rerank-depth", "4"]
+    out = tmp_path / "m.json"
+    argv = [*common, *rerank, "--split", "test", "--rerank-weight-from-dev", "train", "--output", str(out)]
+    assert main(argv) == 0
+    config = json.loads(out.read_text())["config"]
+    choice = config["rerank_weight_choice"]
+    assert choice["split"] == "train" and choice["questions"] == 2
+    tried = {float(key.rsplit(" ", 1)[1]): v for key, v in choice.items() if key.startswith("MRR@10 at weight")}
+    from engine.fusion import RERANK_WEIGHTS
+
+    assert sorted(tried) == sorted(RERANK_WEIGHTS)
+    best = max(tried.values())
+    assert config["rerank_weight"] == min(w for w, v in tried.items() if v == best)
+    capsys.readouterr()
+    same = [*common, *rerank, "--split", "test", "--rerank-weight-from-dev", "test"]
+    assert main(same) == 2 and "another split than the one evaluated" in capsys.readouterr().err
+    assert main([*common, "--split", "test", "--rerank-weight-from-dev", "train"]) == 2
+    assert "needs --reranker and --rerank-depth" in capsys.readouterr().err
+    assert main([*common, *rerank, "--split", "test", "--rerank-weight-from-dev", "nope"]) == 2
+    assert "no split 'nope'" in capsys.readouterr().err
+
+
 def test_int8_shards_index_only_with_the_int8_model(tiny_beir, tmp_path, tiny_model_dir, capsys):
     # int8 vectors differ slightly from fp32 ones: they must not be cached under the fp32 model's key
     common = ["--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]

@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.config import PipelineConfig, preset, with_base_model
@@ -251,6 +252,47 @@ def test_positive_threshold_arguments(capsys):
     args = [*ablation, "--cross-max-length", "256", "--pos-threshold-from-dev", "0.9"]
     config = ablation_config(build_parser().parse_args(args))
     assert (config.cross_max_length, config.pos_precision_target) == (256, 0.9)
+    assert (config.rerank_weight_from_dev, config.rerank_onnx) == (True, False)
+    config = ablation_config(build_parser().parse_args([*ablation, "--no-rerank-weight", "--rerank-onnx"]))
+    assert (config.rerank_weight_from_dev, config.rerank_onnx) == (False, True)
+
+
+def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
+    from conftest import write_tiny_beir
+
+    from engine.ablation import (
+        AblationConfig,
+        dense_candidates,
+        rerank,
+        rerank_candidates,
+        rerank_weight_on_dev,
+        reranked,
+    )
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+    from engine.dual_encoder import DualEncoder, DualEncoderConfig
+    from engine.fusion import RERANK_WEIGHTS
+
+    ds = read_beir(write_tiny_beir(tmp_path / "d"))
+    questions, _ = ds.split("test")
+    dual = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))
+    ce = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    first = dense_candidates(tmp_path / "run", dual, ds, questions, 5)
+    cand = rerank_candidates(ce, ds, questions, first, 3)
+    for q in questions:
+        c, f = cand[q.id], first[q.id]
+        assert (list(c.ids), list(c.first_stage)) == (f.ids[:3], f.scores[:3])
+        one_by_one = ce.logits([q.text] * 3, [ds.corpus[pid] for pid in c.ids])  # batching changes nothing
+        assert np.allclose(c.ce_logits, one_by_one, atol=1e-5)
+    plain = reranked(first, cand)
+    for q in questions:
+        c = cand[q.id]
+        assert plain[q.id][:3] == [c.ids[i] for i in np.argsort(-np.asarray(c.ce_logits), kind="stable")]
+        assert plain[q.id][3:] == first[q.id].ids[3:]  # the tail keeps its first-stage order
+    assert reranked(first, cand, 1e6) == {qid: r.ids for qid, r in first.items()}  # the dense score dominates
+    ids_only = rerank(ce, ds, questions, {qid: r.ids for qid, r in first.items()}, 3)
+    assert ids_only == plain
+    choice = rerank_weight_on_dev(tmp_path / "run", dual, ce, ds, "train", AblationConfig(rerank_depth=3))
+    assert choice.weight in RERANK_WEIGHTS and choice.questions == 2 and set(choice.mrr) == set(RERANK_WEIGHTS)
 
 
 def test_ablation_table_noise_notes_and_plot(tmp_path):

@@ -95,3 +95,51 @@ def test_fusion_config_rejects_unknown_method():
 
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse([["a"]], [[1.0]], FusionConfig(method="max"))
+
+
+def test_rerank_order_mixes_the_logit_with_the_first_stage_score():
+    from engine.fusion import rerank_order
+
+    logits, first = [1.0, 0.5, 1.0], [0.0, 0.1, 0.0]
+    assert rerank_order(logits, first, 0.0) == [0, 2, 1]  # the cross-encoder alone; ties keep first-stage order
+    assert rerank_order(logits, first, 10.0) == [1, 0, 2]  # 0.5 + 10 * 0.1 = 1.5 beats 1.0
+    assert rerank_order(logits, first, 5.0) == [0, 1, 2]  # 1.0 ties 0.5 + 0.5: first-stage order
+    with pytest.raises(ValueError, match="2 cross-encoder logits for 1"):
+        rerank_order([1.0, 2.0], [0.0], 1.0)
+
+
+def test_rerank_weight_is_chosen_by_mrr_and_ties_go_to_the_smaller_weight():
+    from engine.fusion import RerankCandidates, choose_rerank_weight
+
+    candidates = {
+        # the cross-encoder puts the relevant "b" second; its first-stage lead of 0.2 needs w > 2.5
+        "q1": RerankCandidates(("a", "b"), (0.5, 0.7), (1.0, 0.5)),
+        # relevant "c" first by the cross-encoder; w > 6 lets "d" (first stage 0.9 vs 0.4) overtake it
+        "q2": RerankCandidates(("c", "d"), (0.4, 0.9), (3.0, 0.0)),
+        "q3": RerankCandidates(("e",), (0.1,), (0.0,)),  # no relevant passage: not counted
+    }
+    relevant = {"q1": {"b"}, "q2": {"c"}}
+    choice = choose_rerank_weight(candidates, relevant, weights=(0.0, 5.0, 20.0, 2.0))
+    assert choice.questions == 2 and choice.cutoff == 10
+    assert choice.mrr == {0.0: 75.0, 2.0: 75.0, 5.0: 100.0, 20.0: 75.0}
+    assert choice.weight == 5.0
+    assert choose_rerank_weight(candidates, relevant, weights=(0.0, 2.0)).weight == 0.0  # tie: the smaller
+    with pytest.raises(ValueError, match="no question with a relevant passage"):
+        choose_rerank_weight(candidates, {"q3": set()})
+
+
+def test_rerank_weight_orders_the_head_by_logit_plus_weighted_score(retriever, tiny_model_dir):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    retriever.reranker = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    try:
+        plain = retriever.search("honeybee colony queen", k=6, rerank_depth=4)
+        retriever.rerank_weight = 1e6  # the first-stage score dominates: the head keeps its dense order
+        mixed = retriever.search("honeybee colony queen", k=6, rerank_depth=4)
+    finally:
+        retriever.reranker, retriever.rerank_weight = None, 0.0
+    assert [h.first_stage_rank for h in mixed] == list(range(1, 7))
+    assert [h.rerank_score for h in plain[:4]] == [h.ce_logit for h in plain[:4]]
+    for h in mixed[:4]:
+        assert h.rerank_score == pytest.approx(h.ce_logit + 1e6 * h.score)
+    assert {h.passage.id: h.ce_logit for h in plain[:4]} == pytest.approx({h.passage.id: h.ce_logit for h in mixed[:4]})
