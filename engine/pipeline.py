@@ -125,6 +125,22 @@ def _normalise(d: dict) -> dict:
     return json.loads(json.dumps(d))  # tuples -> lists, as stored
 
 
+# config fields added after runs were made, with the value that reproduces what those runs did: a
+# run directory whose config.json lacks one reopens as if it held that value
+ADDED_FIELDS = {("step2", "loss"): "pointwise"}
+
+
+def _with_added_fields(stored: dict) -> dict:
+    out = json.loads(json.dumps(stored))
+    for (*parents, key), value in ADDED_FIELDS.items():
+        node = out
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node:
+            node[key] = value
+    return out
+
+
 def open_run(
     data: str | Path,
     directory: str | Path,
@@ -149,7 +165,7 @@ def open_run(
                 f"{stored.get('corpus_size')} passages from {stored.get('data')}); this corpus is {fingerprint} "
                 f"({len(dataset.corpus)} passages from {data}). Use a new run directory."
             )
-        differences = _diff(stored.get("config", {}), _normalise(config.to_dict()))
+        differences = _diff(_with_added_fields(stored.get("config", {})), _normalise(config.to_dict()))
         if differences:
             raise PipelineError(
                 f"{d} was made with another config ({'; '.join(differences[:6])}"

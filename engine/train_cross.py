@@ -7,10 +7,14 @@ retriever's top results (paper: 1:1 from top-100 on NQ, 1:4 from top-1000 on MS 
 example with too few negatives is topped up with random corpus passages that are not its
 positives (so an export without negatives still trains).
 
-Loss: pointwise binary cross-entropy on the logit (the paper's cross-encoder is a binary
-classifier). A listwise softmax over 1 positive + n negatives ranks just as well but leaves the
-logit's offset free, and the denoising thresholds (0.1 / 0.9) are probabilities; pointwise
-training plus Platt scaling gives those directly.
+Loss (`CrossTrainConfig.loss`):
+- "pointwise" (default): binary cross-entropy on each pair's logit, as the paper's cross-encoder
+  is a binary classifier;
+- "listwise": a softmax over each positive and its n negatives, cross-entropy on the positive
+  (the localised contrastive estimation of Gao et al., ECIR 2021, and RocketQAv2's listwise
+  training). It only asks the positive to outscore its own negatives, so the logit's offset is
+  free; the Platt scaling below still turns logits into the probabilities the denoising
+  thresholds (0.1 / 0.9) compare with.
 
 Calibration: `calibration_fraction` of the questions (seeded) are held out of training; after
 training their pairs' logits fit p = sigmoid(scale * logit + bias) (`CrossEncoder.calibrate`).
@@ -67,6 +71,9 @@ class CrossTrainConfig:
     mixed_precision: bool = False  # bf16 autocast, CUDA only
     max_grad_norm: float = 1.0  # 0 = off
     length_bucketing: bool = True
+    # "pointwise" (binary cross-entropy per pair) | "listwise" (softmax over a positive and its
+    # negatives_per_positive negatives; batch_size is then rounded down to whole groups)
+    loss: str = "pointwise"
 
 
 @dataclass(frozen=True)
@@ -161,14 +168,53 @@ def sample_pairs(
     return pairs
 
 
-def _batches(pairs: list[Pair], corpus: Corpus, batch_size: int, rng: np.random.Generator, bucket: bool) -> list:
+def pair_groups(pairs: Sequence[Pair]) -> list[list[Pair]]:
+    """`sample_pairs`'s output cut into listwise groups: each positive followed by its share of the
+    question's negatives (a question with p positives and p * n negatives gives p groups of 1 + n)."""
+    groups: list[list[Pair]] = []
+    i = 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j].question == pairs[i].question:
+            j += 1
+        block = pairs[i:j]
+        pos = [p for p in block if p.label > 0.5]
+        neg = [p for p in block if p.label <= 0.5]
+        if not pos:
+            raise ValueError(f"listwise loss: question {block[0].question!r} has no positive pair")
+        share = len(neg) // len(pos)
+        for k, p in enumerate(pos):
+            groups.append([p, *neg[k * share : (k + 1) * share]])
+        i = j
+    return groups
+
+
+def listwise_loss(logits: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Mean over groups of -log softmax(group logits)[0]; `logits` (sum(sizes),) holds the groups one
+    after another, each with its positive first."""
+    out, start = [], 0
+    for n in sizes:
+        group = logits[start : start + n]
+        out.append(torch.logsumexp(group, 0) - group[0])
+        start += n
+    return torch.stack(out).mean()
+
+
+def _batches(pairs: list, corpus: Corpus, batch_size: int, rng: np.random.Generator, bucket: bool) -> list:
+    """Shuffled batches of `batch_size` items (pairs, or listwise groups of pairs), length-bucketed
+    within pools of POOL_BATCHES batches when `bucket`."""
+
+    def length(item) -> int:
+        group = item if isinstance(item, list) else [item]
+        return sum(len(p.question) + min(len(corpus[p.passage_id].full_text), 1200) for p in group) // len(group)
+
     order = rng.permutation(len(pairs))
     if bucket:
         pool = batch_size * POOL_BATCHES
         out = []
         for s in range(0, len(order), pool):
             part = order[s : s + pool]
-            keys = [len(pairs[i].question) + min(len(corpus[pairs[i].passage_id].full_text), 1200) for i in part]
+            keys = [length(pairs[i]) for i in part]
             out.extend(part[j] for j in sorted(range(len(part)), key=keys.__getitem__))
         order = np.asarray(out, dtype=np.int64)
     groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
@@ -220,6 +266,9 @@ def train_cross_encoder(
     if not examples:
         raise ValueError("no training examples: the cross-encoder needs questions with positives")
     check_examples(examples, corpus)
+    if config.loss not in ("pointwise", "listwise"):
+        raise ValueError(f"unknown cross-encoder loss {config.loss!r} (use 'pointwise' or 'listwise')")
+    listwise = config.loss == "listwise"
     threads_before = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
@@ -229,7 +278,11 @@ def train_cross_encoder(
     train_ex, held_ex = split_heldout(examples, config.calibration_fraction, config.seed)
     rng = np.random.default_rng([config.seed, 1])
     epoch_pairs = [sample_pairs(train_ex, corpus, config.negatives_per_positive, rng) for _ in range(config.epochs)]
-    epoch_batches = [_batches(p, corpus, config.batch_size, rng, config.length_bucketing) for p in epoch_pairs]
+    if listwise:  # a batch is whole groups: batch_size pairs rounded down to groups of 1 + n
+        per_batch = max(1, config.batch_size // (1 + config.negatives_per_positive))
+        epoch_batches = [_batches(pair_groups(p), corpus, per_batch, rng, config.length_bucketing) for p in epoch_pairs]
+    else:
+        epoch_batches = [_batches(p, corpus, config.batch_size, rng, config.length_bucketing) for p in epoch_pairs]
     total = sum(len(b) for b in epoch_batches)
     if config.max_steps > 0:
         total = min(total, config.max_steps)
@@ -240,8 +293,9 @@ def train_cross_encoder(
     params = [p for p in model.parameters() if p.requires_grad]
     if w.is_main:
         log.info(
-            "training cross-encoder: %d questions (%d held out), %d pairs/epoch, %d steps of %d pairs",
-            len(train_ex), len(held_ex), len(epoch_pairs[0]), total, config.batch_size,
+            "training cross-encoder (%s): %d questions (%d held out), %d pairs/epoch, %d steps of %d %s",
+            config.loss, len(train_ex), len(held_ex), len(epoch_pairs[0]), total, len(epoch_batches[0][0]),
+            "groups" if listwise else "pairs",
         )  # fmt: skip
 
     was_training = model.training
@@ -255,14 +309,19 @@ def train_cross_encoder(
             if step >= total:
                 break
             optimizer.zero_grad(set_to_none=True)
-            mine = [batch[i] for i in _split(len(batch), w.rank, w.size)]
+            mine = [batch[i] for i in _split(len(batch), w.rank, w.size)]  # pairs, or groups when listwise
             loss = torch.zeros((), device=model.device)
             if mine:
+                flat = [p for g in mine for p in g] if listwise else mine
                 with _autocast(config.mixed_precision, model.device):
-                    logits = model([p.question for p in mine], [corpus[p.passage_id] for p in mine]).float()
-                labels = torch.tensor([p.label for p in mine], device=logits.device)
+                    logits = model([p.question for p in flat], [corpus[p.passage_id] for p in flat]).float()
+                if listwise:
+                    local = listwise_loss(logits, [len(g) for g in mine])
+                else:
+                    labels = torch.tensor([p.label for p in flat], device=logits.device)
+                    local = F.binary_cross_entropy_with_logits(logits, labels)
                 # local mean weighted by the shard's share of the batch: summing over ranks = batch mean
-                loss = F.binary_cross_entropy_with_logits(logits, labels) * (len(mine) / len(batch))
+                loss = local * (len(mine) / len(batch))
                 loss.backward()
             all_reduce_gradients(params, op="sum")
             if config.max_grad_norm > 0:
@@ -270,7 +329,7 @@ def train_cross_encoder(
             optimizer.step()
             scheduler.step()
             step += 1
-            seen += len(batch)
+            seen += sum(len(g) for g in batch) if listwise else len(batch)
             value = all_reduce_mean(loss) * w.size
             losses.append(value)
             if not math.isfinite(value):

@@ -164,6 +164,17 @@ def test_run_directory_of_another_corpus_or_config_is_refused(tmp_path, tiny_con
         open_run("small", tmp_path / "r", other, dataset=small_dataset())
 
 
+def test_a_run_made_before_a_config_field_existed_reopens_with_its_old_behaviour(tmp_path, tiny_config):
+    open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
+    meta = json.loads((tmp_path / "r" / "config.json").read_text())
+    del meta["config"]["step2"]["loss"]  # as written before CrossTrainConfig.loss existed
+    (tmp_path / "r" / "config.json").write_text(json.dumps(meta))
+    open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())  # pointwise: what it did
+    listwise = replace(tiny_config, step2=replace(tiny_config.step2, loss="listwise"))
+    with pytest.raises(PipelineError, match="another config.*step2.loss: 'pointwise' -> 'listwise'"):
+        open_run("small", tmp_path / "r", listwise, dataset=small_dataset())
+
+
 def test_question_without_positive_is_skipped_with_a_log(caplog):
     caplog.set_level(logging.WARNING)
     examples = labelled_examples(small_dataset(), "train")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
 from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
 from engine.data import Corpus, DataError, Passage
 from engine.examples import TrainExample
 from engine.train_cross import (
     CrossTrainConfig,
+    Pair,
     classifier_metrics,
+    listwise_loss,
+    pair_groups,
     roc_auc,
     sample_pairs,
     split_heldout,
@@ -114,6 +120,35 @@ def test_training_lowers_loss_calibrates_and_round_trips(tiny_model_dir, tmp_pat
     assert loaded.is_trained and loaded.config.scale == model.config.scale and loaded.config.bias == model.config.bias
     qs, ps = [e.question for e in examples], [corpus[e.positives[0]] for e in examples]
     np.testing.assert_allclose(loaded.logits(qs, ps), model.logits(qs, ps), atol=1e-6)
+
+
+def test_listwise_groups_and_loss_hand_computed():
+    pairs = [
+        Pair("q1", "a", 1.0), Pair("q1", "b", 0.0), Pair("q1", "c", 0.0),
+        Pair("q2", "d", 1.0), Pair("q2", "e", 1.0), Pair("q2", "f", 0.0), Pair("q2", "g", 0.0),
+    ]  # fmt: skip
+    groups = pair_groups(pairs)
+    assert [[p.passage_id for p in g] for g in groups] == [["a", "b", "c"], ["d", "f"], ["e", "g"]]
+    with pytest.raises(ValueError, match="no positive"):
+        pair_groups([Pair("q3", "x", 0.0)])
+    logits = torch.tensor([2.0, 0.0, 0.0, 1.0, 1.0])
+    expected = ((math.log(math.exp(2) + 2) - 2) + math.log(2)) / 2  # group 2: positive ties its negative
+    assert listwise_loss(logits, [3, 2]).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_listwise_training_ranks_positives_first_and_calibrates(tiny_model_dir):
+    examples, corpus = toy()
+    model = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir, max_length=64))
+    cfg = CrossTrainConfig(
+        epochs=4, batch_size=8, learning_rate=1e-4, negatives_per_positive=2, calibration_fraction=0.25, loss="listwise"
+    )
+    result = train_cross_encoder(model, examples, corpus, cfg)
+    # 9 training questions -> 9 groups of 3; a batch of 8 pairs holds 2 whole groups -> 5 batches an epoch
+    assert result.steps == 20 and result.examples_seen == 4 * 27
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert model.is_trained and result.extra["heldout"]["after_calibration"]["pairs"] == 9
+    with pytest.raises(ValueError, match="unknown cross-encoder loss"):
+        train_cross_encoder(model, examples, corpus, CrossTrainConfig(loss="pairwise"))
 
 
 def test_without_calibration_questions_the_model_is_trained_but_uncalibrated(tiny_model_dir):
