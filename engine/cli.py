@@ -99,7 +99,7 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
     """The retriever that `--retriever/--model/--reranker/...` describe."""
     from engine.retriever import build_retriever
 
-    return build_retriever(
+    retriever = build_retriever(
         corpus,
         model=args.model if args.retriever != "bm25" else None,
         bm25=args.retriever != "dense",
@@ -109,6 +109,13 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
         show_progress=show_progress,
         passage_max_length=args.passage_max_length,
     )
+    if args.rerank_onnx:
+        if retriever.reranker is None:
+            raise ValueError("--rerank-onnx needs --reranker")
+        from engine.quantize import onnx_cross_encoder
+
+        retriever.reranker = onnx_cross_encoder(retriever.reranker)
+    return retriever
 
 
 def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int) -> list:
@@ -289,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-ranked order: cross-encoder logit + this x first-stage score (default 0: the cross-encoder alone)",
     )
     p.add_argument(
+        "--rerank-onnx",
+        action="store_true",
+        help="score with the cross-encoder's fp32 ONNX Runtime copy (CPU: the same logits, about 2x faster)",
+    )
+    p.add_argument(
         "--rerank-weight-from-dev",
         default=None,
         metavar="SPLIT",
@@ -326,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker", default=None)
     p.add_argument("--rerank-depth", type=int, default=0)
     p.add_argument("--rerank-weight", type=float, default=0.0, help="cross-encoder logit + this x first-stage score")
+    p.add_argument("--rerank-onnx", action="store_true", help="score with the cross-encoder's fp32 ONNX Runtime copy")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=cmd_search)

@@ -48,7 +48,11 @@ def test_evaluate_dense_and_hybrid(tiny_beir, tmp_path, tiny_model_dir):
 
 def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path, tiny_model_dir, capsys):
     common = ["evaluate", "--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
-    rerank = ["--reranker", tiny_model_dir, "--rerank-depth", "4"]
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    # saved once: loading the bare model twice would give two different random heads
+    CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir)).save(tmp_path / "ce")
+    rerank = ["--reranker", str(tmp_path / "ce"), "--rerank-depth", "4"]
     out = tmp_path / "m.json"
     argv = [*common, *rerank, "--split", "test", "--rerank-weight-from-dev", "train", "--output", str(out)]
     assert main(argv) == 0
@@ -61,7 +65,11 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     assert sorted(tried) == sorted(RERANK_WEIGHTS)
     best = max(tried.values())
     assert config["rerank_weight"] == min(w for w, v in tried.items() if v == best)
+    onnx = tmp_path / "onnx.json"
+    assert main([*argv[:-1], str(onnx), "--rerank-onnx"]) == 0  # the fp32 ONNX copy: the same logits, the same result
+    assert json.loads(onnx.read_text())["config"]["rerank_weight_choice"] == choice
     capsys.readouterr()
+    assert main([*common, "--split", "test", "--rerank-onnx"]) == 2 and "needs --reranker" in capsys.readouterr().err
     same = [*common, *rerank, "--split", "test", "--rerank-weight-from-dev", "test"]
     assert main(same) == 2 and "another split than the one evaluated" in capsys.readouterr().err
     assert main([*common, "--split", "test", "--rerank-weight-from-dev", "train"]) == 2
