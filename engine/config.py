@@ -220,10 +220,14 @@ def with_step_overrides(
     cross_max_length: int = 0,
     pos_threshold: float | None = None,
     pos_precision_target: float = 0.0,
+    cross_loss: str = "",
 ) -> PipelineConfig:
-    """The command-line overrides `pipeline run` and `ablation` share (0 / None = keep the preset's):
-    the cross-encoder's tokens per pair, step 4's positive threshold, and the dev precision that
-    chooses that threshold instead (`AugmentConfig.pos_precision_target`)."""
+    """The command-line overrides `pipeline run` and `ablation` share (0 / None / "" = keep the
+    preset's): the cross-encoder's tokens per pair, step 4's positive threshold, the dev precision
+    that chooses that threshold instead (`AugmentConfig.pos_precision_target`), and step 2's loss
+    (`CrossTrainConfig.loss`)."""
+    if cross_loss:
+        config = replace(config, step2=replace(config.step2, loss=cross_loss))
     if cross_max_length:
         config = replace(config, cross=replace(config.cross, max_length=cross_max_length))
     if pos_threshold is not None:

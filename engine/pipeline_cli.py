@@ -44,7 +44,19 @@ def build_config(args: argparse.Namespace):
         config = replace(config, extra_unlabeled=tuple(str(Path(p).resolve()) for p in args.extra_unlabeled))
     if args.threads:
         config = replace(config, num_threads=args.threads)
-    return with_step_overrides(config, args.cross_max_length, args.pos_threshold, args.pos_threshold_from_dev or 0.0)
+    return with_step_overrides(
+        config, args.cross_max_length, args.pos_threshold, args.pos_threshold_from_dev or 0.0, args.cross_loss or ""
+    )
+
+
+def _add_cross_loss(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cross-loss",
+        choices=["pointwise", "listwise"],
+        default=None,
+        help="step 2's loss (default: the preset's, pointwise): listwise = softmax over a positive and its "
+        "negatives (docs/PIPELINE.md)",
+    )
 
 
 def _probability(flag: str, low_open: bool = False):
@@ -212,6 +224,7 @@ def ablation_config(args: argparse.Namespace):
         threshold_sweep=not args.no_threshold_sweep,
         cross_max_length=args.cross_max_length,
         pos_precision_target=args.pos_threshold_from_dev or 0.0,
+        cross_loss=args.cross_loss or "",
     )
 
 
@@ -264,6 +277,7 @@ def add_parser(subparsers) -> None:
         help="step 4: pseudo-positive iff cross-encoder probability > this (default: the preset's, paper 0.9)",
     )
     _add_pos_threshold_from_dev(r, "kept when none does")
+    _add_cross_loss(r)
     r.set_defaults(func=cmd_pipeline_run)
 
     s = sub.add_parser("summary", help="counts per decision and how often each was right (gold / answers)")
@@ -331,4 +345,5 @@ def add_parser(subparsers) -> None:
         help="cross-encoder tokens per pair (0 = the preset's); must match a --reuse-run's",
     )
     _add_pos_threshold_from_dev(a, "must match a --reuse-run's")
+    _add_cross_loss(a)
     a.set_defaults(func=cmd_ablation)

@@ -265,7 +265,13 @@ def test_positive_threshold_arguments(capsys):
     assert (config.cross_max_length, config.pos_precision_target) == (256, 0.9)
     assert (config.rerank_weight_from_dev, config.rerank_onnx) == (True, False)
     config = ablation_config(build_parser().parse_args([*ablation, "--no-rerank-weight", "--rerank-onnx"]))
-    assert (config.rerank_weight_from_dev, config.rerank_onnx) == (False, True)
+    assert (config.rerank_weight_from_dev, config.rerank_onnx, config.cross_loss) == (False, True, "")
+    assert ablation_config(build_parser().parse_args([*ablation, "--cross-loss", "listwise"])).cross_loss == "listwise"
+    from engine.pipeline_cli import build_config
+
+    run = ["pipeline", "run", "--data", "d", "--output", "o"]
+    assert build_config(build_parser().parse_args(run)).step2.loss == "pointwise"
+    assert build_config(build_parser().parse_args([*run, "--cross-loss", "listwise"])).step2.loss == "listwise"
 
 
 def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
