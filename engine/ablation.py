@@ -421,13 +421,13 @@ def run_ablation(
             if ab.rerank_weight_from_dev:
                 choice = rerank_weight_on_dev(main, m2, ce, ds, base.dev_split, ab)
                 add(
-                    f"M_D2 + cross-encoder top-{ab.rerank_depth}, + {choice.weight:g} x dense score",
+                    f"M_D2 + cross-encoder top-{ab.rerank_depth}, + w x dense score (w from dev)",
                     _eval(reranked(m2_cand, cand, choice.weight), ds, sub, qrels),
                 )
                 weights = ", ".join(f"{w:g}: {v:.1f}" for w, v in choice.mrr.items())
                 notes.append(
-                    f"re-ranking weight (logit + w x M_D2 inner product) chosen on {base.dev_split} "
-                    f"({choice.questions} q), MRR@10 per w: {weights}"
+                    f"seed {seed}: re-ranking weight w = {choice.weight:g} (logit + w x M_D2 inner product) chosen "
+                    f"on {base.dev_split} ({choice.questions} q); dev MRR@10 per w: {weights}"
                 )
             timing[f"rerank seed {seed}"] = time.perf_counter() - t0
         if ab.threshold_sweep and seed == ab.seeds[0]:
