@@ -1,7 +1,8 @@
-"""Step 2 again at another cross-encoder max length, on an existing run's M_D0, and what it changes.
+"""Step 2 again at another cross-encoder max length (or with another loss), on an existing run's
+M_D0, and what it changes.
 
-Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.max_length=N`,
-then reports, next to RUN's own cross-encoder:
+Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.max_length=N`
+(and `--loss`, CrossTrainConfig.loss, when given), then reports, next to RUN's own cross-encoder:
 - step 2's time and held-out metrics (AUC, accuracy);
 - the dev-only threshold check of engine.ablation.threshold_sweep (pseudo-positive precision per
   threshold, share of answer-bearing passages kept / dropped per negative threshold);
@@ -10,6 +11,8 @@ then reports, next to RUN's own cross-encoder:
 
     python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
         --run runs/squad-cpu --output runs/ce256 --max-length 256
+    python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
+        --run runs/squad-ce256 --output runs/ce256-listwise --max-length 256 --loss listwise
 
 Why: SQuAD paragraphs are long; at the `cpu` preset's 160 tokens 6.9% of the training positives
 have their answer cut off (`--report-truncation` prints the share for both lengths).
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="a finished pipeline run (its step 1, 2 and final model are used)")
     p.add_argument("--output", required=True, help="new run directory for the re-trained step 2")
     p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--loss", choices=["pointwise", "listwise"], default=None, help="step 2's loss (default: the run's)")
     p.add_argument("--questions", type=int, default=300, help="test questions re-ranked (seeded sample)")
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--seed", type=int, default=13)
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((run_dir / "config.json").read_text())
     base = PipelineConfig.from_dict(meta["config"])
     config = replace(base, cross=replace(base.cross, max_length=args.max_length))
+    if args.loss:
+        config = replace(config, step2=replace(config.step2, loss=args.loss))
     ds = load_any(args.data)
     fresh = not (out / "config.json").is_file()
     run = open_run(args.data, out, config, ds)
@@ -81,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(run_dir / STEP_DIRS[1], out / STEP_DIRS[1])
     t0 = time.perf_counter()
     run_pipeline(run, (2,))
-    report: dict = {"max_length": args.max_length, "baseline_max_length": base.cross.max_length}
+    report: dict = {
+        "max_length": args.max_length,
+        "baseline_max_length": base.cross.max_length,
+        "loss": config.step2.loss,
+        "baseline_loss": base.step2.loss,
+    }
     report["step2_seconds"] = {
         "new": json.loads((out / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),
         "run": json.loads((run_dir / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),

@@ -462,11 +462,15 @@ def run_ablation(
 
 
 def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds: int) -> list[str]:
-    """Paired per-question MRR@10 differences for the comparisons the paper makes (first seed), 95% interval."""
+    """Paired per-question MRR@10 differences for the comparisons the paper makes, and for the
+    re-ranking rows (first seed), 95% interval, over the questions both rows evaluated."""
     names = list(results)
+    fused = "dense score (w from dev)"
 
     def find(prefix: str) -> str | None:
-        return next((n for n in names if n.startswith(prefix)), None)
+        if prefix == fused:
+            return next((n for n in names if n.endswith(fused)), None)
+        return next((n for n in names if n.startswith(prefix) and not n.endswith(fused)), None)
 
     pairs = [
         ("cross-batch", "in-batch"),
@@ -476,13 +480,16 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
         ("+ data augmentation", "hard negatives, denoised"),
         ("+ data augmentation", "MiniLM, untrained"),
         ("+ data augmentation", "BM25"),
+        ("M_D2 + cross-encoder", "M_D2 on the re-ranking subset"),
+        (fused, "M_D2 + cross-encoder"),
     ]
     notes = []
     for b_prefix, a_prefix in pairs:
         a, b = find(a_prefix), find(b_prefix)
         if a is None or b is None:
             continue
-        x, y = _rr10(results[a][0], qids), _rr10(results[b][0], qids)
+        both = [q for q in qids if q in results[a][0].per_question and q in results[b][0].per_question]
+        x, y = _rr10(results[a][0], both), _rr10(results[b][0], both)
         d = 100 * (y - x)
         mean = float(d.mean())
         se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0

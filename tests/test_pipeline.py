@@ -332,6 +332,20 @@ def test_ablation_table_noise_notes_and_plot(tmp_path):
     )
     assert any("undenoised' vs 'in-batch" in n for n in notes)
     assert notes[-1].startswith("one seed")
+    # re-ranking rows on a subset of 10 questions: compared over those 10 only
+    sub = {q: qrels[q] for q in list(qrels)[:10]}
+    fused = "M_D2 + cross-encoder top-20, + w x dense score (w from dev)"
+    rerank_results = {
+        "M_D2 on the re-ranking subset (10 q)": [evaluate_rankings(half, sub)],
+        "M_D2 + cross-encoder top-20": [evaluate_rankings(half, sub)],
+        fused: [evaluate_rankings(good, sub)],
+    }
+    notes = _noise_notes(rerank_results, list(qrels), 1)
+    assert any(
+        n.startswith("'M_D2 + cross-encoder top-20' vs 'M_D2 on the re-ranking subset (10 q)': MRR@10 +0.00")
+        for n in notes
+    )
+    assert any(n.startswith(f"'{fused}' vs 'M_D2 + cross-encoder top-20': MRR@10 +25.00") for n in notes)
     rows = [
         AblationRow(name, "trained", {k: v for k, v in rs[0].metrics.items()}, seconds=1.0)
         for name, rs in results.items()
@@ -424,3 +438,9 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     assert {p["pos_threshold"] for p in report["threshold_sweep_dev"]["new"]["positive"]} >= {0.9}
     cut = report["answer_cut_off_train"]
     assert 0 <= cut["96"] <= cut[str(tiny_config.cross.max_length)] <= 1  # a longer input cuts off fewer answers
+    assert (report["loss"], report["baseline_loss"]) == ("pointwise", "pointwise")
+    listwise = tmp_path / "listwise"
+    args[-1] = str(listwise)
+    assert cel.main([*args, "--max-length", "64", "--questions", "5", "--depth", "4", "--loss", "listwise"]) == 0
+    assert json.loads((listwise / "cross_encoder_length.json").read_text())["loss"] == "listwise"
+    assert json.loads((listwise / "config.json").read_text())["config"]["step2"]["loss"] == "listwise"
