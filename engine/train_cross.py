@@ -170,7 +170,8 @@ def sample_pairs(
 
 def pair_groups(pairs: Sequence[Pair]) -> list[list[Pair]]:
     """`sample_pairs`'s output cut into listwise groups: each positive followed by its share of the
-    question's negatives (a question with p positives and p * n negatives gives p groups of 1 + n)."""
+    question's negatives (a question with p positives and p * n negatives gives p groups of 1 + n;
+    when the negatives do not divide evenly, the remainder is left out)."""
     groups: list[list[Pair]] = []
     i = 0
     while i < len(pairs):
