@@ -202,8 +202,7 @@ def rerank_weight_on_dev(
     cand = rerank_candidates(
         ce, ds, questions, dense_candidates(run_dir, m2, ds, questions, ab.rerank_depth), ab.rerank_depth
     )
-    relevant = {qid: {pid for pid, g in rels.items() if g > 0} for qid, rels in qrels.items()}
-    return choose_rerank_weight(cand, relevant)
+    return choose_rerank_weight(cand, qrels)
 
 
 # --- the runs -----------------------------------------------------------------------------

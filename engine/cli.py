@@ -135,10 +135,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
     split = args.rerank_weight_from_dev
     if split == args.split:
         raise ValueError(f"--rerank-weight-from-dev {split}: choose the weight on another split than the one evaluated")
-    dev = _load(args.data, split)
-    if dev.corpus.fingerprint() != ds.corpus.fingerprint():
-        raise ValueError(f"--rerank-weight-from-dev {split}: that split of {args.data} comes with another corpus")
-    questions, qrels = dev.split(split)
+    questions, qrels = ds.split(split)
     shared = set(qrels) & set(ds.qrels.get(args.split, {}))
     if shared:
         raise ValueError(
@@ -153,8 +150,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
         candidates[q.id] = RerankCandidates(
             tuple(h.passage.id for h in head), tuple(h.score for h in head), tuple(h.ce_logit for h in head)
         )
-    relevant = {qid: {pid for pid, g in rels.items() if g > 0} for qid, rels in qrels.items()}
-    choice = choose_rerank_weight(candidates, relevant)
+    choice = choose_rerank_weight(candidates, qrels)
     log.info("re-ranking weight %g chosen on %s (%d questions)", choice.weight, split, choice.questions)
     return choice
 
@@ -162,7 +158,8 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.metrics import evaluate_rankings
 
-    ds = _load(args.data, args.split)
+    # one load: with a weight to choose on another split, every split of the data comes in
+    ds = _load(args.data, None if args.rerank_weight_from_dev else args.split)
     questions, qrels = ds.split(args.split)
     t0 = time.perf_counter()
     retriever = _retriever(args, ds.corpus)

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.data import Qrels
+from engine.metrics import CUTOFF, evaluate_rankings
+
 RRF_C = 60  # Cormack et al.'s constant
 
 
@@ -95,27 +98,21 @@ def rerank_order(ce_logits: Sequence[float], first_stage: Sequence[float], weigh
 
 
 def choose_rerank_weight(
-    candidates: dict[str, RerankCandidates],
-    relevant: dict[str, set[str]],
-    weights: Sequence[float] = RERANK_WEIGHTS,
-    cutoff: int = 10,
+    candidates: dict[str, RerankCandidates], qrels: Qrels, weights: Sequence[float] = RERANK_WEIGHTS
 ) -> WeightChoice:
-    """The weight with the best MRR@cutoff over the questions with a relevant passage (choose it on
-    dev, never on the split you report). Ties go to the smaller weight."""
+    """The weight with the best MRR@10 (`engine.metrics.evaluate_rankings`) over the questions with a
+    relevant passage (choose it on dev, never on the split you report). Ties go to the smaller weight."""
     if not weights:
         raise ValueError("no weights to choose from")
-    qids = [q for q in candidates if relevant.get(q)]
-    if not qids:
+    judged = {q: qrels[q] for q in candidates if any(g > 0 for g in qrels.get(q, {}).values())}
+    if not judged:
         raise ValueError("no question with a relevant passage to choose a re-ranking weight on")
     mrr = {}
     for w in sorted(set(weights)):
-        total = 0.0
-        for q in qids:
-            c = candidates[q]
-            for rank, i in enumerate(rerank_order(c.ce_logits, c.first_stage, w)[:cutoff], 1):
-                if c.ids[i] in relevant[q]:
-                    total += 1.0 / rank
-                    break
-        mrr[w] = 100.0 * total / len(qids)
+        rankings = {
+            q: [candidates[q].ids[i] for i in rerank_order(candidates[q].ce_logits, candidates[q].first_stage, w)]
+            for q in judged
+        }
+        mrr[w] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
     best = max(mrr, key=lambda w: (mrr[w], -w))
-    return WeightChoice(best, mrr, len(qids), cutoff)
+    return WeightChoice(best, mrr, len(judged), CUTOFF)

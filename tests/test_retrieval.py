@@ -118,14 +118,14 @@ def test_rerank_weight_is_chosen_by_mrr_and_ties_go_to_the_smaller_weight():
         "q2": RerankCandidates(("c", "d"), (0.4, 0.9), (3.0, 0.0)),
         "q3": RerankCandidates(("e",), (0.1,), (0.0,)),  # no relevant passage: not counted
     }
-    relevant = {"q1": {"b"}, "q2": {"c"}}
+    relevant = {"q1": {"b": 1}, "q2": {"c": 1}, "q3": {"e": 0}}
     choice = choose_rerank_weight(candidates, relevant, weights=(0.0, 5.0, 20.0, 2.0))
     assert choice.questions == 2 and choice.cutoff == 10
     assert choice.mrr == {0.0: 75.0, 2.0: 75.0, 5.0: 100.0, 20.0: 75.0}
     assert choice.weight == 5.0
     assert choose_rerank_weight(candidates, relevant, weights=(0.0, 2.0)).weight == 0.0  # tie: the smaller
     with pytest.raises(ValueError, match="no question with a relevant passage"):
-        choose_rerank_weight(candidates, {"q3": set()})
+        choose_rerank_weight(candidates, {"q3": {"e": 0}})
 
 
 def test_rerank_weight_orders_the_head_by_logit_plus_weighted_score(retriever, tiny_model_dir):
