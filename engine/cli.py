@@ -102,7 +102,9 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
     retriever = build_retriever(
         corpus,
         model=args.model if args.retriever != "bm25" else None,
-        bm25=args.retriever != "dense",
+        # a BM25 share in re-ranking needs the index also when it does not retrieve
+        bm25=args.retriever != "dense"
+        or bool(getattr(args, "rerank_bm25_weight", 0) or getattr(args, "rerank_bm25", 0)),
         reranker=args.reranker,
         factory=args.index_factory,
         cache_root=args.cache,
@@ -127,8 +129,9 @@ def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int) -> l
 
 
 def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
-    """Choose the re-ranking weight (cross-encoder logit + w * first-stage score) on another split."""
-    from engine.fusion import RerankCandidates, choose_rerank_weight
+    """Choose the re-ranking weights (cross-encoder logit + w * dense score [+ v * BM25 score]) on
+    another split."""
+    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, RerankCandidates, choose_rerank_weight
 
     if args.rerank_depth < 1 or not args.reranker:
         raise ValueError("--rerank-weight-from-dev needs --reranker and --rerank-depth")
@@ -142,22 +145,40 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
             f"--rerank-weight-from-dev {split}: {len(shared)} of its questions are in the evaluated split "
             f"{args.split!r} (e.g. {sorted(shared)[0]!r}); the weight must be chosen on other questions"
         )
-    retriever.rerank_weight = 0.0
+    retriever.rerank_weight = retriever.rerank_bm25_weight = 0.0
     hits = _search_all(retriever, questions, args.rerank_depth, args.retriever, args.rerank_depth)
     candidates = {}
     for q, hs in zip(questions, hits):
         head = sorted(hs, key=lambda h: h.first_stage_rank)
         candidates[q.id] = RerankCandidates(
-            tuple(h.passage.id for h in head), tuple(h.score for h in head), tuple(h.ce_logit for h in head)
+            tuple(h.passage.id for h in head),
+            tuple(h.dense_score for h in head),
+            tuple(h.ce_logit for h in head),
+            tuple(h.bm25_score for h in head) if args.rerank_bm25 else (),
         )
-    choice = choose_rerank_weight(candidates, qrels)
-    log.info("re-ranking weight %g chosen on %s (%d questions)", choice.weight, split, choice.questions)
+    choice = choose_rerank_weight(
+        candidates,
+        qrels,
+        RERANK_WEIGHTS if retriever.dense is not None else (0.0,),
+        RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
+    )
+    log.info(
+        "re-ranking weights %g (dense), %g (BM25) chosen on %s (%d questions)",
+        choice.weight,
+        choice.bm25_weight,
+        split,
+        choice.questions,
+    )
     return choice
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.metrics import evaluate_rankings
 
+    if args.rerank_bm25 and not args.rerank_weight_from_dev:
+        raise ValueError("--rerank-bm25 chooses the BM25 share on a dev split: add --rerank-weight-from-dev SPLIT")
+    if args.rerank_weight_from_dev and (args.rerank_weight or args.rerank_bm25_weight):
+        raise ValueError("--rerank-weight-from-dev chooses the weights: drop --rerank-weight / --rerank-bm25-weight")
     # one load: with a weight to choose on another split, every split of the data comes in
     ds = _load(args.data, None if args.rerank_weight_from_dev else args.split)
     questions, qrels = ds.split(args.split)
@@ -167,9 +188,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     weight_choice = None
     if args.rerank_weight_from_dev:
         weight_choice = _rerank_weight_from_dev(args, ds, retriever)
-        retriever.rerank_weight = weight_choice.weight
-    elif args.rerank_weight:
-        retriever.rerank_weight = args.rerank_weight
+        retriever.rerank_weight, retriever.rerank_bm25_weight = weight_choice.weight, weight_choice.bm25_weight
+    else:
+        retriever.rerank_weight, retriever.rerank_bm25_weight = args.rerank_weight, args.rerank_bm25_weight
     t0 = time.perf_counter()
     hits = _search_all(retriever, questions, args.k, args.retriever, args.rerank_depth)
     t_search = time.perf_counter() - t0
@@ -188,9 +209,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "reranker": args.reranker,
             "rerank_depth": args.rerank_depth,
             "rerank_weight": retriever.rerank_weight if args.rerank_depth else None,
+            "rerank_bm25_weight": retriever.rerank_bm25_weight if args.rerank_depth else None,
             "rerank_weight_choice": (
                 {"split": args.rerank_weight_from_dev, "questions": weight_choice.questions}
-                | {f"MRR@{weight_choice.cutoff} at weight {w:g}": round(v, 2) for w, v in weight_choice.mrr.items()}
+                | {
+                    f"MRR@{weight_choice.cutoff} at weights {w:g} (dense), {v:g} (BM25)": round(m, 2)
+                    for (w, v), m in weight_choice.mrr.items()
+                }
                 if weight_choice
                 else None
             ),
@@ -254,7 +279,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     ds = _load(args.data)
     retriever = _retriever(args, ds.corpus, show_progress=False)
-    retriever.rerank_weight = args.rerank_weight
+    retriever.rerank_weight, retriever.rerank_bm25_weight = args.rerank_weight, args.rerank_bm25_weight
     hits = retriever.search(args.question, k=args.k, mode=args.retriever, rerank_depth=args.rerank_depth)
     if args.json:
         print(json.dumps([{**asdict(h), "passage": asdict(h.passage)} for h in hits], indent=2))
@@ -290,7 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank-weight",
         type=float,
         default=0.0,
-        help="re-ranked order: cross-encoder logit + this x first-stage score (default 0: the cross-encoder alone)",
+        help="re-ranked order: cross-encoder logit + this x dense score (default 0: the cross-encoder alone)",
+    )
+    p.add_argument(
+        "--rerank-bm25-weight",
+        type=float,
+        default=0.0,
+        help="... + this x BM25 score (default 0; loads a BM25 index also with --retriever dense)",
     )
     p.add_argument(
         "--rerank-onnx",
@@ -302,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SPLIT",
         help="choose --rerank-weight on this split (e.g. dev) by MRR@10 over engine.fusion.RERANK_WEIGHTS",
+    )
+    p.add_argument(
+        "--rerank-bm25",
+        action="store_true",
+        help="with --rerank-weight-from-dev: also choose the BM25 share (engine.fusion.RERANK_BM25_WEIGHTS)",
     )
     p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
@@ -334,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default="dense")
     p.add_argument("--reranker", default=None)
     p.add_argument("--rerank-depth", type=int, default=0)
-    p.add_argument("--rerank-weight", type=float, default=0.0, help="cross-encoder logit + this x first-stage score")
+    p.add_argument("--rerank-weight", type=float, default=0.0, help="cross-encoder logit + this x dense score")
+    p.add_argument("--rerank-bm25-weight", type=float, default=0.0, help="... + this x BM25 score")
     p.add_argument("--rerank-onnx", action="store_true", help="score with the cross-encoder's fp32 ONNX Runtime copy")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print hits as JSON")

@@ -61,58 +61,100 @@ def fuse(
     raise ValueError(f"unknown fusion method {config.method!r} (use 'rrf' or 'mix')")
 
 
-# --- re-ranking: the cross-encoder's logit plus a share of the first-stage score ------------
+# --- re-ranking: the cross-encoder's logit plus shares of the dense and BM25 scores ---------
 
 # weights tried on a dev split (0 = the cross-encoder alone)
-RERANK_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+RERANK_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # x the dual-encoder inner product (unit vectors)
+RERANK_BM25_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # x the BM25 score (unbounded; ~5-40 on SQuAD)
 
 
 @dataclass(frozen=True)
 class RerankCandidates:
-    """One question's re-ranked head, in first-stage order."""
+    """One question's re-ranked head, in first-stage order, with the features it is re-ordered by."""
 
     ids: tuple[str, ...]
-    first_stage: tuple[float, ...]  # the scores that ordered them (dense inner product, BM25, fused)
+    dense: tuple[float, ...]  # dual-encoder inner products
     ce_logits: tuple[float, ...]
+    bm25: tuple[float, ...] = ()  # BM25 scores; empty = not computed (only a BM25 weight of 0 is allowed)
 
 
 @dataclass(frozen=True)
 class WeightChoice:
-    weight: float  # the chosen one
-    mrr: dict[float, float]  # MRR@cutoff (percent) on the questions it was chosen on, per weight tried
+    weight: float  # the chosen dense weight
+    bm25_weight: float  # the chosen BM25 weight
+    mrr: dict[tuple[float, float], float]  # MRR@cutoff (percent) per (dense weight, BM25 weight) tried
     questions: int
     cutoff: int
 
 
-def rerank_order(ce_logits: Sequence[float], first_stage: Sequence[float], weight: float) -> list[int]:
-    """Indices best first by `ce_logit + weight * first_stage_score`; ties keep the first-stage order.
+def rerank_scores(
+    ce_logits: Sequence[float],
+    dense: Sequence[float],
+    weight: float,
+    bm25: Sequence[float] = (),
+    bm25_weight: float = 0.0,
+) -> list[float]:
+    """`ce_logit + weight * dense_score + bm25_weight * bm25_score` per candidate.
 
-    Weight 0 is the cross-encoder alone. The first-stage score's scale depends on the retriever
-    (an inner product of unit vectors for the dense one, unbounded for BM25), so a weight is
-    only meaningful for the retriever it was chosen with.
-    """
-    if len(ce_logits) != len(first_stage):
-        raise ValueError(f"{len(ce_logits)} cross-encoder logits for {len(first_stage)} first-stage scores")
-    mixed = [c + weight * s for c, s in zip(ce_logits, first_stage)]
+    Weight 0 leaves a feature out (its values may then be missing). The weights are only
+    meaningful for the models they were chosen with: logits, inner products and BM25 scores
+    each have their own scale."""
+    if len(ce_logits) != len(dense):
+        raise ValueError(f"{len(ce_logits)} cross-encoder logits for {len(dense)} dense scores")
+    if bm25_weight and len(bm25) != len(ce_logits):
+        raise ValueError(f"a BM25 weight of {bm25_weight:g} needs a BM25 score per candidate ({len(bm25)} given)")
+    out = [c + weight * d if weight else float(c) for c, d in zip(ce_logits, dense)]
+    if bm25_weight:
+        out = [o + bm25_weight * b for o, b in zip(out, bm25)]
+    return out
+
+
+def rerank_order(
+    ce_logits: Sequence[float],
+    dense: Sequence[float],
+    weight: float,
+    bm25: Sequence[float] = (),
+    bm25_weight: float = 0.0,
+) -> list[int]:
+    """Indices best first by `rerank_scores`; ties keep the first-stage order."""
+    mixed = rerank_scores(ce_logits, dense, weight, bm25, bm25_weight)
     return sorted(range(len(mixed)), key=lambda i: (-mixed[i], i))
 
 
 def choose_rerank_weight(
-    candidates: dict[str, RerankCandidates], qrels: Qrels, weights: Sequence[float] = RERANK_WEIGHTS
+    candidates: dict[str, RerankCandidates],
+    qrels: Qrels,
+    weights: Sequence[float] = RERANK_WEIGHTS,
+    bm25_weights: Sequence[float] = (0.0,),
 ) -> WeightChoice:
-    """The weight with the best MRR@10 (`engine.metrics.evaluate_rankings`) over the questions with a
-    relevant passage (choose it on dev, never on the split you report). Ties go to the smaller weight."""
-    if not weights:
+    """The (dense, BM25) weights with the best MRR@10 (`engine.metrics.evaluate_rankings`) over the
+    questions with a relevant passage, on a grid (choose them on dev, never on the split you
+    report). Ties go to the smaller BM25 weight, then to the smaller dense weight."""
+    if not weights or not bm25_weights:
         raise ValueError("no weights to choose from")
     judged = {q: qrels[q] for q in candidates if any(g > 0 for g in qrels.get(q, {}).values())}
     if not judged:
         raise ValueError("no question with a relevant passage to choose a re-ranking weight on")
     mrr = {}
-    for w in sorted(set(weights)):
-        rankings = {
-            q: [candidates[q].ids[i] for i in rerank_order(candidates[q].ce_logits, candidates[q].first_stage, w)]
-            for q in judged
-        }
-        mrr[w] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
-    best = max(mrr, key=lambda w: (mrr[w], -w))
-    return WeightChoice(best, mrr, len(judged), CUTOFF)
+    for v in sorted(set(bm25_weights)):
+        for w in sorted(set(weights)):
+            rankings = {}
+            for q in judged:
+                c = candidates[q]
+                rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, w, c.bm25, v)]
+            mrr[(w, v)] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
+    best = max(mrr, key=lambda wv: (mrr[wv], -wv[1], -wv[0]))
+    return WeightChoice(best[0], best[1], mrr, len(judged), CUTOFF)
+
+
+def weight_table(choice: WeightChoice) -> str:
+    """The dev MRR@10 of the weights tried, one line (for logs and notes): per dense weight when
+    only those were tried, else per BM25 weight with its best dense weight."""
+    bm25_weights = sorted({v for _, v in choice.mrr})
+    if len(bm25_weights) == 1:
+        return ", ".join(f"{w:g}: {m:.1f}" for (w, _), m in choice.mrr.items())
+    parts = []
+    for v in bm25_weights:
+        w, m = max(((w, m) for (w, vv), m in choice.mrr.items() if vv == v), key=lambda wm: (wm[1], -wm[0]))
+        parts.append(f"v {v:g}: {m:.1f} (w {w:g})")
+    return ", ".join(parts)

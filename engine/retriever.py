@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, Passage
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
-from engine.fusion import FusionConfig, fuse, rerank_order
+from engine.fusion import FusionConfig, fuse, rerank_order, rerank_scores
 from engine.index import DenseIndex
 from engine.sparse import BM25Index
 
@@ -53,7 +53,8 @@ class Hit:
     bm25_rank: int | None = None
     ce_logit: float | None = None
     ce_prob: float | None = None
-    rerank_score: float | None = None  # ce_logit + rerank_weight * score: what the re-ranked head is ordered by
+    # ce_logit + rerank_weight * dense_score + rerank_bm25_weight * bm25_score: what the re-ranked head is ordered by
+    rerank_score: float | None = None
 
 
 class Retriever:
@@ -66,6 +67,7 @@ class Retriever:
         reranker: CrossEncoder | None = None,
         fusion: FusionConfig | None = None,
         rerank_weight: float = 0.0,
+        rerank_bm25_weight: float = 0.0,
     ):
         if (dense is None) != (index is None):
             raise ValueError("dense retrieval needs both a dual-encoder and its index")
@@ -75,9 +77,11 @@ class Retriever:
         self.bm25 = bm25
         self.reranker = reranker
         self.fusion = fusion or FusionConfig()
-        # re-ranked order: ce_logit + rerank_weight * first-stage score (0 = the cross-encoder alone;
-        # `engine.fusion.choose_rerank_weight` picks one on a dev split, for one retrieval mode)
+        # re-ranked order: ce_logit + rerank_weight * dense inner product + rerank_bm25_weight * BM25
+        # score (both 0 = the cross-encoder alone; `engine.fusion.choose_rerank_weight` picks them on
+        # a dev split for one pair of models)
         self.rerank_weight = rerank_weight
+        self.rerank_bm25_weight = rerank_bm25_weight
 
     @property
     def modes(self) -> list[str]:
@@ -97,8 +101,10 @@ class Retriever:
         self, questions: Sequence[str], k: int = 10, mode: str = "dense", rerank_depth: int = 0
     ) -> list[list[Hit]]:
         """Top-k hits per question. With rerank_depth > 0 the top-`rerank_depth` are re-ordered
-        by the cross-encoder's logit plus `rerank_weight` times their first-stage score (hits below
-        that depth keep their first-stage order)."""
+        by the cross-encoder's logit plus `rerank_weight` times their dense score plus
+        `rerank_bm25_weight` times their BM25 score (hits below that depth keep their first-stage
+        order). The re-ranked hits carry both scores wherever that model is loaded, also for
+        passages the other retriever did not return."""
         if mode not in self.modes:
             raise ValueError(f"retrieval mode {mode!r} is not available (available: {', '.join(self.modes) or 'none'})")
         if k < 1:
@@ -163,22 +169,41 @@ class Retriever:
             raise ValueError("re-ranking asked for, but no cross-encoder is loaded")
         if not self.reranker.is_trained:
             log.warning("re-ranking with a cross-encoder whose head was never trained: its scores mean nothing")
-        head, tail = hits[:depth], hits[depth:]
+        w, v = self.rerank_weight, self.rerank_bm25_weight
+        if w and self.dense is None:
+            raise ValueError(f"a dense share in re-ranking (weight {w:g}) needs a dual-encoder; none is loaded")
+        if v and self.bm25 is None:
+            raise ValueError(f"a BM25 share in re-ranking (weight {v:g}) needs a BM25 index; none is loaded")
+        head, tail = self._with_features(question, hits[:depth]), hits[depth:]
         logits = self.reranker.logits([question] * len(head), [h.passage for h in head])
         probs = self.reranker.probability(logits)
-        w = self.rerank_weight
-        order = rerank_order(logits.tolist(), [h.score for h in head], w)
+        dense, bm25 = [h.dense_score for h in head], [h.bm25_score for h in head]
+        mixed = rerank_scores(logits.tolist(), dense, w, bm25, v)
+        order = rerank_order(logits.tolist(), dense, w, bm25, v)
         reranked = [
-            replace(
-                head[i],
-                rank=r,
-                ce_logit=float(logits[i]),
-                ce_prob=float(probs[i]),
-                rerank_score=float(logits[i]) + w * head[i].score,
-            )
+            replace(head[i], rank=r, ce_logit=float(logits[i]), ce_prob=float(probs[i]), rerank_score=mixed[i])
             for r, i in enumerate(order, 1)
         ]
         return reranked + [replace(h, rank=len(reranked) + j) for j, h in enumerate(tail, 1)]
+
+    def _with_features(self, question: str, head: list[Hit]) -> list[Hit]:
+        """The head with its dense and BM25 scores filled in where a loaded model can give them
+        (a hybrid list holds passages one retriever did not return; a single-mode list has one score)."""
+        need_dense = [i for i, h in enumerate(head) if h.dense_score is None] if self.dense is not None else []
+        need_bm25 = [i for i, h in enumerate(head) if h.bm25_score is None] if self.bm25 is not None else []
+        if not need_dense and not need_bm25:
+            return head
+        head = list(head)
+        if need_dense:
+            q = self.dense.encode_queries([question])[0]
+            p = self.dense.encode_passages([head[i].passage for i in need_dense])
+            for i, s in zip(need_dense, (p @ q).tolist()):
+                head[i] = replace(head[i], dense_score=float(s))
+        if need_bm25:
+            scores = self.bm25.score_passages([question], [[head[i].passage.id for i in need_bm25]])[0]
+            for i, s in zip(need_bm25, scores):
+                head[i] = replace(head[i], bm25_score=float(s))
+        return head
 
 
 def build_retriever(

@@ -53,6 +53,7 @@ class BM25Index:
         self.retriever = retriever
         self.config = config
         self._stem = _stemmer(config.stemmer)
+        self._row = {pid: i for i, pid in enumerate(corpus_ids)}
 
     @classmethod
     def build(cls, corpus: Corpus, config: BM25Config | None = None) -> BM25Index:
@@ -72,6 +73,27 @@ class BM25Index:
         )
         rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return SparseResult(scores=scores.astype(np.float32), ids=[[self.ids[i] for i in row] for row in rows])
+
+    def score_passages(self, questions: Sequence[str], ids: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The BM25 score of given passages for each question (0 where no question term occurs), the
+        same numbers `search` gives them; for re-ranking features of passages another retriever found."""
+        if len(questions) != len(ids):
+            raise ValueError(f"{len(questions)} questions for {len(ids)} lists of passage ids")
+        unknown = sorted({pid for row in ids for pid in row if pid not in self._row})
+        if unknown:
+            raise KeyError(f"{len(unknown)} passage id(s) not in the BM25 index, e.g. {unknown[0]!r}")
+        tokens = bm25s.tokenize(
+            list(questions), stopwords=self.config.stopwords, stemmer=self._stem, return_ids=False, show_progress=False
+        )
+        out = []
+        for toks, row in zip(tokens, ids):
+            known = self.retriever.get_tokens_ids(toks)
+            if not known:
+                out.append([0.0] * len(row))
+                continue
+            scores = self.retriever.get_scores_from_ids(known)
+            out.append([float(scores[self._row[pid]]) for pid in row])
+        return out
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)

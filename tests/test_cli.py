@@ -59,12 +59,14 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     config = json.loads(out.read_text())["config"]
     choice = config["rerank_weight_choice"]
     assert choice["split"] == "train" and choice["questions"] == 2
-    tried = {float(key.rsplit(" ", 1)[1]): v for key, v in choice.items() if key.startswith("MRR@10 at weight")}
-    from engine.fusion import RERANK_WEIGHTS
+    tried = {float(key.split()[3]): v for key, v in choice.items() if key.startswith("MRR@10 at weights")}
+    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS
 
     assert sorted(tried) == sorted(RERANK_WEIGHTS)
+    assert all(key.endswith(", 0 (BM25)") for key in choice if key.startswith("MRR@"))  # no --rerank-bm25
     best = max(tried.values())
     assert config["rerank_weight"] == min(w for w, v in tried.items() if v == best)
+    assert config["rerank_bm25_weight"] == 0.0
     onnx = tmp_path / "onnx.json"
     assert main([*argv[:-1], str(onnx), "--rerank-onnx"]) == 0  # the fp32 ONNX copy: the same logits, the same result
     assert json.loads(onnx.read_text())["config"]["rerank_weight_choice"] == choice
@@ -76,6 +78,23 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     assert "needs --reranker and --rerank-depth" in capsys.readouterr().err
     assert main([*common, *rerank, "--split", "test", "--rerank-weight-from-dev", "nope"]) == 2
     assert "no split 'nope'" in capsys.readouterr().err
+    assert main([*common, *rerank, "--split", "test", "--rerank-bm25"]) == 2
+    assert "add --rerank-weight-from-dev" in capsys.readouterr().err
+    assert main([*argv, "--rerank-weight", "2"]) == 2 and "drop --rerank-weight" in capsys.readouterr().err
+
+    # --rerank-bm25: the BM25 share is chosen too, on a grid of (dense, BM25) pairs; BM25 is loaded for it
+    both = tmp_path / "both.json"
+    assert main([*argv[:-1], str(both), "--rerank-bm25"]) == 0
+    config = json.loads(both.read_text())["config"]
+    pairs = {
+        (float(k.split()[3].rstrip(",")), float(k.split()[5])): v
+        for k, v in config["rerank_weight_choice"].items()
+        if k.startswith("MRR@10 at weights")
+    }
+    assert set(pairs) == {(w, v) for w in RERANK_WEIGHTS for v in RERANK_BM25_WEIGHTS}
+    best = max(pairs.values())
+    chosen = min((p for p, m in pairs.items() if m == best), key=lambda p: (p[1], p[0]))
+    assert (config["rerank_weight"], config["rerank_bm25_weight"]) == chosen
 
 
 def test_int8_shards_index_only_with_the_int8_model(tiny_beir, tmp_path, tiny_model_dir, capsys):

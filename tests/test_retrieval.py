@@ -108,6 +108,65 @@ def test_rerank_order_mixes_the_logit_with_the_first_stage_score():
         rerank_order([1.0, 2.0], [0.0], 1.0)
 
 
+def test_rerank_order_with_a_bm25_share():
+    from engine.fusion import rerank_order, rerank_scores
+
+    logits, dense, bm25 = [1.0, 0.5, 0.0], [0.2, 0.1, 0.3], [2.0, 10.0, 4.0]
+    assert rerank_scores(logits, dense, 0.0, bm25, 0.1) == pytest.approx([1.2, 1.5, 0.4])
+    assert rerank_order(logits, dense, 0.0, bm25, 0.1) == [1, 0, 2]
+    # 1 + 5 * 0.2 + 0.1 * 2 = 2.2; 0.5 + 0.5 + 1.0 = 2.0; 0 + 1.5 + 0.4 = 1.9
+    assert rerank_scores(logits, dense, 5.0, bm25, 0.1) == pytest.approx([2.2, 2.0, 1.9])
+    assert rerank_order(logits, dense, 5.0, bm25, 0.1) == [0, 1, 2]
+    # a feature with weight 0 may be missing (a retriever without that model)
+    assert rerank_order(logits, [None] * 3, 0.0, bm25, 1.0) == [1, 2, 0]
+    assert rerank_order(logits, dense, 1.0) == rerank_order(logits, dense, 1.0, (), 0.0)
+    with pytest.raises(ValueError, match="needs a BM25 score per candidate"):
+        rerank_order(logits, dense, 1.0, (), 0.5)
+
+
+def test_bm25_and_dense_weights_are_chosen_together_and_ties_prefer_less_bm25():
+    from engine.fusion import RerankCandidates, choose_rerank_weight, weight_table
+
+    candidates = {
+        # the cross-encoder and the dense score prefer "a"; only BM25 (8 vs 1) can lift the relevant "b":
+        # it needs v * 7 > 1.0 + w * 0.1, i.e. v > 1/7 at w = 0
+        "q1": RerankCandidates(("a", "b"), (0.3, 0.2), (1.0, 0.0), (1.0, 8.0)),
+        # relevant "c" leads everywhere except BM25 (0 vs 3): v * 3 > 2 (v > 2/3) drops it to second
+        "q2": RerankCandidates(("c", "d"), (0.5, 0.5), (2.0, 0.0), (0.0, 3.0)),
+    }
+    relevant = {"q1": {"b": 1}, "q2": {"c": 1}}
+    choice = choose_rerank_weight(candidates, relevant, weights=(0.0, 1.0), bm25_weights=(0.0, 0.5, 1.0))
+    assert choice.mrr == {
+        (0.0, 0.0): 75.0,
+        (1.0, 0.0): 75.0,
+        (0.0, 0.5): 100.0,  # q1: 0.0 + 4.0 > 1.0 + 0.5; q2: 2.0 > 1.5
+        (1.0, 0.5): 100.0,  # q1: 0.2 + 4.0 > 1.3 + 0.5; q2: 2.5 > 2.0
+        (0.0, 1.0): 75.0,  # q1 right, but q2: 3.0 > 2.0
+        (1.0, 1.0): 75.0,  # q2: 3.5 > 2.5
+    }
+    assert (choice.weight, choice.bm25_weight) == (0.0, 0.5)  # ties: the smaller BM25, then dense weight
+    assert weight_table(choice) == "v 0: 75.0 (w 0), v 0.5: 100.0 (w 0), v 1: 75.0 (w 0)"  # the best w per v
+    with pytest.raises(ValueError, match="needs a BM25 score per candidate"):
+        choose_rerank_weight({"q1": RerankCandidates(("a",), (0.1,), (0.0,))}, {"q1": {"a": 1}}, bm25_weights=(1.0,))
+
+
+def test_bm25_scores_of_given_passages_match_search(tiny_beir):
+    ds = read_beir(tiny_beir)
+    bm25 = BM25Index.build(ds.corpus)
+    questions = ["waggle dance of honeybees", "Fresnel lens lighthouse", "zzzqqq"]
+    found = bm25.search(questions, len(ds.corpus))
+    given = bm25.score_passages(questions, found.ids)
+    for row, scores in zip(given, found.scores):
+        assert row == pytest.approx(scores.tolist())
+    assert given[2] == [0.0] * len(ds.corpus)  # no term of the question occurs anywhere
+    reordered = bm25.score_passages(questions[:1], [list(reversed(found.ids[0][:3]))])
+    assert reordered[0] == pytest.approx(list(reversed(found.scores[0][:3].tolist())))
+    with pytest.raises(KeyError, match="not in the BM25 index"):
+        bm25.score_passages(questions[:1], [["no_such_passage"]])
+    with pytest.raises(ValueError, match="2 questions for 1"):
+        bm25.score_passages(questions[:2], [["bees_0"]])
+
+
 def test_rerank_weight_is_chosen_by_mrr_and_ties_go_to_the_smaller_weight():
     from engine.fusion import RerankCandidates, choose_rerank_weight
 
@@ -121,8 +180,8 @@ def test_rerank_weight_is_chosen_by_mrr_and_ties_go_to_the_smaller_weight():
     relevant = {"q1": {"b": 1}, "q2": {"c": 1}, "q3": {"e": 0}}
     choice = choose_rerank_weight(candidates, relevant, weights=(0.0, 5.0, 20.0, 2.0))
     assert choice.questions == 2 and choice.cutoff == 10
-    assert choice.mrr == {0.0: 75.0, 2.0: 75.0, 5.0: 100.0, 20.0: 75.0}
-    assert choice.weight == 5.0
+    assert choice.mrr == {(0.0, 0.0): 75.0, (2.0, 0.0): 75.0, (5.0, 0.0): 100.0, (20.0, 0.0): 75.0}
+    assert (choice.weight, choice.bm25_weight) == (5.0, 0.0)
     assert choose_rerank_weight(candidates, relevant, weights=(0.0, 2.0)).weight == 0.0  # tie: the smaller
     with pytest.raises(ValueError, match="no question with a relevant passage"):
         choose_rerank_weight(candidates, {"q3": {"e": 0}})
@@ -143,3 +202,49 @@ def test_rerank_weight_orders_the_head_by_logit_plus_weighted_score(retriever, t
     for h in mixed[:4]:
         assert h.rerank_score == pytest.approx(h.ce_logit + 1e6 * h.score)
     assert {h.passage.id: h.ce_logit for h in plain[:4]} == pytest.approx({h.passage.id: h.ce_logit for h in mixed[:4]})
+
+
+def test_reranked_hits_carry_both_scores_and_a_bm25_share_orders_them(retriever, tiny_model_dir):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    question = "honeybee colony queen"
+    bm25_all = dict(
+        zip(*[retriever.bm25.search([question], 100).ids[0], retriever.bm25.search([question], 100).scores[0]])
+    )
+    q = retriever.dense.encode_queries([question])[0]
+    retriever.reranker = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    try:
+        dense_hits = retriever.search(question, k=6, rerank_depth=4)  # dense first stage: BM25 filled in
+        bm25_hits = retriever.search(question, k=3, mode="bm25", rerank_depth=3)  # BM25 first stage: dense filled in
+        retriever.rerank_bm25_weight = 1e6  # BM25 dominates the re-ranked head
+        by_bm25 = retriever.search(question, k=6, rerank_depth=4)
+    finally:
+        retriever.reranker, retriever.rerank_bm25_weight = None, 0.0
+    for h in dense_hits[:4]:
+        assert h.bm25_score == pytest.approx(float(bm25_all[h.passage.id]), abs=1e-5)
+        assert h.bm25_rank is None  # not retrieved by BM25: a score, no rank
+    assert all(h.bm25_score is None for h in dense_hits[4:])
+    for h in bm25_hits:
+        p = retriever.dense.encode_passages([h.passage])[0]
+        assert h.dense_score == pytest.approx(float(p @ q), abs=1e-5) and h.dense_rank is None
+    head = by_bm25[:4]
+    assert [h.bm25_score for h in head] == sorted((h.bm25_score for h in head), reverse=True)
+    for h in head:
+        assert h.rerank_score == pytest.approx(h.ce_logit + 1e6 * h.bm25_score)
+
+
+def test_a_share_without_its_model_is_refused(tiny_beir, tiny_model_dir, tmp_path):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    ds = read_beir(tiny_beir)
+    ce = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    dense_only = build_retriever(
+        ds.corpus, model=tiny_model_dir, bm25=False, cache_root=str(tmp_path), show_progress=False
+    )
+    dense_only.reranker, dense_only.rerank_bm25_weight = ce, 0.5
+    with pytest.raises(ValueError, match="needs a BM25 index"):
+        dense_only.search("bees", k=3, rerank_depth=3)
+    bm25_only = build_retriever(ds.corpus, model=None, show_progress=False)
+    bm25_only.reranker, bm25_only.rerank_weight = ce, 5.0
+    with pytest.raises(ValueError, match="needs a dual-encoder"):
+        bm25_only.search("bees", k=3, mode="bm25", rerank_depth=3)
