@@ -41,11 +41,25 @@ from engine.cross_encoder import CrossEncoder
 from engine.data import Dataset, Question
 from engine.denoise import Ranking, retrieve, score
 from engine.dual_encoder import DualEncoder
-from engine.fusion import RerankCandidates, WeightChoice, choose_rerank_weight, rerank_order
+from engine.fusion import (
+    RERANK_BM25_WEIGHTS,
+    RerankCandidates,
+    WeightChoice,
+    choose_rerank_weight,
+    rerank_order,
+    weight_table,
+)
 from engine.metrics import CUTOFF, EvalResult, evaluate_rankings, has_answer
 from engine.pipeline import STEP_DIRS, dense_index, open_run, run_pipeline
+from engine.sparse import BM25Index
 
 log = logging.getLogger(__name__)
+
+# names of the re-ranking rows (the depth goes after ROW_RERANK)
+ROW_RERANK = "M_D2 + cross-encoder"
+ROW_DENSE_SHARE = "+ w x dense score (w from dev)"
+ROW_BM25_SHARE = "+ w x dense + v x BM25 (w, v from dev)"
+ROW_HYBRID = "hybrid M_D2 + BM25 (RRF)"
 
 METRICS = ("MRR@10", "R@1", "R@5", "R@20", "R@100", "Acc@5", "Acc@20")
 
@@ -59,6 +73,9 @@ class AblationConfig:
     # a second re-ranking row: logit + w * M_D2's score, w chosen on the dev split (engine.fusion)
     rerank_weight_from_dev: bool = True
     rerank_onnx: bool = False  # score the re-ranking rows with the fp32 ONNX Runtime copy (same logits, faster on CPUs)
+    # two more rows with a BM25 share (logit + w * dense + v * BM25, w and v chosen on dev): on M_D2's
+    # top-k, and on the reciprocal-rank fusion of M_D2 and BM25 (a hybrid first stage)
+    rerank_bm25: bool = True
     cross_batch_processes: int = 2
     base_model: str = ""
     threshold_sweep: bool = True  # dev-only check of the thresholds (no retraining)
@@ -154,34 +171,82 @@ def dense_rankings(
     return {qid: r.ids for qid, r in dense_candidates(run_dir, model, ds, questions, k).items()}
 
 
-def bm25_rankings(ds: Dataset, questions: list[Question], k: int) -> dict[str, list[str]]:
-    from engine.sparse import BM25Index
-
-    res = BM25Index.build(ds.corpus).search([q.text for q in questions], k)
+def bm25_rankings(
+    ds: Dataset, questions: list[Question], k: int, index: BM25Index | None = None
+) -> dict[str, list[str]]:
+    res = (index or BM25Index.build(ds.corpus)).search([q.text for q in questions], k)
     return {q.id: ids for q, ids in zip(questions, res.ids)}
 
 
 def rerank_candidates(
-    ce: CrossEncoder, ds: Dataset, questions: list[Question], rankings: dict[str, Ranking], depth: int
+    ce: CrossEncoder,
+    ds: Dataset,
+    questions: list[Question],
+    rankings: dict[str, Ranking],
+    depth: int,
+    bm25: BM25Index | None = None,
+    memo: dict[tuple[str, str], float] | None = None,
 ) -> dict[str, RerankCandidates]:
-    """Cross-encoder logits of each question's first-stage top-`depth` (one length-sorted pass)."""
+    """Cross-encoder logits of each question's first-stage top-`depth` (one length-sorted pass),
+    with `rankings`' scores as the dense feature and, given an index, BM25 scores. `memo` holds
+    logits per (question id, passage id) already computed; new ones are added to it."""
+    memo = {} if memo is None else memo
     heads = {q.id: (rankings[q.id].ids[:depth], rankings[q.id].scores[:depth]) for q in questions}
-    texts = [q.text for q in questions for _ in heads[q.id][0]]
-    passages = [ds.corpus[pid] for q in questions for pid in heads[q.id][0]]
-    logits = iter(ce.logits(texts, passages).tolist()) if texts else iter(())
+    todo = list(dict.fromkeys((q.id, pid) for q in questions for pid in heads[q.id][0] if (q.id, pid) not in memo))
+    if todo:
+        text = {q.id: q.text for q in questions}
+        logits = ce.logits([text[qid] for qid, _ in todo], [ds.corpus[pid] for _, pid in todo]).tolist()
+        memo.update(zip(todo, logits))
+    lexical = (
+        dict(
+            zip(
+                (q.id for q in questions),
+                bm25.score_passages([q.text for q in questions], [heads[q.id][0] for q in questions]),
+            )
+        )
+        if bm25 is not None
+        else {}
+    )
     return {
-        q.id: RerankCandidates(tuple(ids), tuple(scores), tuple(next(logits) for _ in ids))
+        q.id: RerankCandidates(
+            tuple(ids), tuple(scores), tuple(memo[(q.id, pid)] for pid in ids), tuple(lexical.get(q.id, ()))
+        )
         for q, (ids, scores) in ((q, heads[q.id]) for q in questions)
     }
 
 
+def hybrid_candidates(
+    run_dir: Path, model: DualEncoder, ds: Dataset, questions: list[Question], k: int, bm25: BM25Index
+) -> dict[str, Ranking]:
+    """Reciprocal-rank fusion of the dual-encoder's and BM25's top-k (engine.fusion, c = 60, equal
+    weights), in fused order, each passage with its dual-encoder inner product as the score (also
+    for passages only BM25 found), so that re-ranking sees the same dense feature as on M_D2's list."""
+    from engine.cache import cached_embeddings
+    from engine.fusion import reciprocal_rank_fusion
+
+    dense = dense_candidates(run_dir, model, ds, questions, k)
+    lexical = bm25.search([q.text for q in questions], k)
+    vectors = cached_embeddings(model, ds.corpus, root=run_dir / "cache", show_progress=False)
+    row = {pid: i for i, pid in enumerate(ds.corpus.ids)}
+    qvecs = model.encode_queries([q.text for q in questions])
+    out = {}
+    for q, qv, b_ids in zip(questions, qvecs, lexical.ids):
+        ids = [pid for pid, _ in reciprocal_rank_fusion([dense[q.id].ids, b_ids], [1.0, 1.0])][:k]
+        out[q.id] = Ranking(ids, (vectors[[row[pid] for pid in ids]] @ qv).tolist())
+    return out
+
+
 def reranked(
-    rankings: dict[str, Ranking], candidates: dict[str, RerankCandidates], weight: float = 0.0
+    rankings: dict[str, Ranking],
+    candidates: dict[str, RerankCandidates],
+    weight: float = 0.0,
+    bm25_weight: float = 0.0,
 ) -> dict[str, list[str]]:
-    """Each question's head re-ordered by logit + weight * first-stage score; the tail keeps its order."""
+    """Each question's head re-ordered by logit + weight * dense score + bm25_weight * BM25 score;
+    the tail keeps its order."""
     out = {}
     for qid, c in candidates.items():
-        order = rerank_order(c.ce_logits, c.first_stage, weight)
+        order = rerank_order(c.ce_logits, c.dense, weight, c.bm25, bm25_weight)
         out[qid] = [c.ids[i] for i in order] + rankings[qid].ids[len(c.ids) :]
     return out
 
@@ -195,14 +260,28 @@ def rerank(
 
 
 def rerank_weight_on_dev(
-    run_dir: Path, m2: DualEncoder, ce: CrossEncoder, ds: Dataset, dev_split: str, ab: AblationConfig
+    run_dir: Path,
+    m2: DualEncoder,
+    ce: CrossEncoder,
+    ds: Dataset,
+    dev_split: str,
+    ab: AblationConfig,
+    bm25: BM25Index | None = None,
+    hybrid: bool = False,
+    memo: dict[tuple[str, str], float] | None = None,
 ) -> WeightChoice:
-    """The re-ranking weight with the best dev MRR@10 (M_D2's top-`rerank_depth`, every dev question)."""
+    """The re-ranking weights with the best dev MRR@10 over every dev question's top-`rerank_depth`
+    (M_D2's, or with `hybrid` the RRF of M_D2 and BM25): the dense share alone, or with a BM25
+    index the dense and BM25 shares together."""
     questions, qrels = ds.split(dev_split)
-    cand = rerank_candidates(
-        ce, ds, questions, dense_candidates(run_dir, m2, ds, questions, ab.rerank_depth), ab.rerank_depth
-    )
-    return choose_rerank_weight(cand, qrels)
+    if hybrid:
+        if bm25 is None:
+            raise ValueError("a hybrid first stage needs a BM25 index")
+        first = hybrid_candidates(run_dir, m2, ds, questions, ab.eval_k, bm25)
+    else:
+        first = dense_candidates(run_dir, m2, ds, questions, ab.rerank_depth)
+    cand = rerank_candidates(ce, ds, questions, first, ab.rerank_depth, bm25, memo)
+    return choose_rerank_weight(cand, qrels, bm25_weights=RERANK_BM25_WEIGHTS if bm25 is not None else (0.0,))
 
 
 # --- the runs -----------------------------------------------------------------------------
@@ -372,12 +451,14 @@ def run_ablation(
         log.info("%s: %s", name, result.summary())
 
     t0 = time.perf_counter()
-    add("BM25", _eval(bm25_rankings(ds, questions, ab.eval_k), ds, questions, qrels))
+    bm25_index = BM25Index.build(ds.corpus)
+    add("BM25", _eval(bm25_rankings(ds, questions, ab.eval_k, bm25_index), ds, questions, qrels))
     untrained = DualEncoder.build(base.dual)
     add("MiniLM, untrained", _eval(dense_rankings(out, untrained, ds, questions, ab.eval_k), ds, questions, qrels))
     timing["references"] = time.perf_counter() - t0
 
     rerank_note = ""
+    subset_rows: set[str] = set()  # rows evaluated on the re-ranking subset
     for seed in ab.seeds:
         cfg = with_seed(base, seed)
         main = Path(reuse_run) if (reuse_run and seed == ab.seeds[0]) else out / "runs" / f"rocketqa-seed{seed}"
@@ -407,30 +488,53 @@ def run_ablation(
         add("+ data augmentation (M_D2)", _eval(m2_rank, ds, questions, qrels), _train_seconds(main, 4))
         if ab.rerank_depth > 0:
             t0 = time.perf_counter()
+            before = set(results)
             sub = questions
             if 0 < ab.rerank_max_questions < len(questions):
                 sub = sorted(random.Random(seed).sample(questions, ab.rerank_max_questions), key=lambda q: q.id)
-                rerank_note = f"re-ranking rows on a seeded subset of {len(sub)} of {len(questions)} questions"
+                rerank_note = f"seeded subset: {len(sub)} of {len(questions)} questions"
                 add(f"M_D2 on the re-ranking subset ({len(sub)} q)", _eval(m2_rank, ds, sub, qrels))
             ce = CrossEncoder.load(main / STEP_DIRS[2] / "model")
             if ab.rerank_onnx:
                 from engine.quantize import onnx_cross_encoder
 
                 ce = onnx_cross_encoder(ce)  # the same fp32 logits (to float rounding), about 2x faster on a CPU
-            cand = rerank_candidates(ce, ds, sub, m2_cand, ab.rerank_depth)
-            add(f"M_D2 + cross-encoder top-{ab.rerank_depth}", _eval(reranked(m2_cand, cand), ds, sub, qrels))
+            memo: dict[tuple[str, str], float] = {}  # each (question, passage) pair is scored once
+            depth = ab.rerank_depth
+            cand = rerank_candidates(ce, ds, sub, m2_cand, depth, bm25_index if ab.rerank_bm25 else None, memo)
+            add(f"{ROW_RERANK} top-{depth}", _eval(reranked(m2_cand, cand), ds, sub, qrels))
+            choices = {}
             if ab.rerank_weight_from_dev:
-                choice = rerank_weight_on_dev(main, m2, ce, ds, base.dev_split, ab)
-                add(
-                    f"M_D2 + cross-encoder top-{ab.rerank_depth}, + w x dense score (w from dev)",
-                    _eval(reranked(m2_cand, cand, choice.weight), ds, sub, qrels),
+                choices["dense"] = rerank_weight_on_dev(main, m2, ce, ds, base.dev_split, ab, memo=memo)
+                w = choices["dense"].weight
+                add(f"{ROW_RERANK} top-{depth}, {ROW_DENSE_SHARE}", _eval(reranked(m2_cand, cand, w), ds, sub, qrels))
+            if ab.rerank_bm25:
+                choices["dense + BM25"] = c = rerank_weight_on_dev(
+                    main, m2, ce, ds, base.dev_split, ab, bm25_index, memo=memo
                 )
-                weights = ", ".join(f"{w:g}: {v:.1f}" for w, v in choice.mrr.items())
+                add(
+                    f"{ROW_RERANK} top-{depth}, {ROW_BM25_SHARE}",
+                    _eval(reranked(m2_cand, cand, c.weight, c.bm25_weight), ds, sub, qrels),
+                )
+                hyb = hybrid_candidates(main, m2, ds, sub, ab.eval_k, bm25_index)
+                on_sub = f" on the re-ranking subset ({len(sub)} q)" if sub is not questions else ""
+                add(f"{ROW_HYBRID}{on_sub}", _eval({q: r.ids for q, r in hyb.items()}, ds, sub, qrels))
+                hyb_cand = rerank_candidates(ce, ds, sub, hyb, depth, bm25_index, memo)
+                choices["hybrid, dense + BM25"] = c = rerank_weight_on_dev(
+                    main, m2, ce, ds, base.dev_split, ab, bm25_index, hybrid=True, memo=memo
+                )
+                add(
+                    f"{ROW_HYBRID} + cross-encoder top-{depth}, {ROW_BM25_SHARE}",
+                    _eval(reranked(hyb, hyb_cand, c.weight, c.bm25_weight), ds, sub, qrels),
+                )
+            for what, c in choices.items():
                 notes.append(
-                    f"seed {seed}: re-ranking weight w = {choice.weight:g} (logit + w x M_D2 inner product) chosen "
-                    f"on {base.dev_split} ({choice.questions} q); dev MRR@10 per w: {weights}"
+                    f"seed {seed}: re-ranking weights ({what}): logit + {c.weight:g} x M_D2 inner product"
+                    + (f" + {c.bm25_weight:g} x BM25" if what != "dense" else "")
+                    + f", chosen on {base.dev_split} ({c.questions} q); dev MRR@10 per weight: {weight_table(c)}"
                 )
             timing[f"rerank seed {seed}"] = time.perf_counter() - t0
+            subset_rows.update(set(results) - before if sub is not questions else ())
         if ab.threshold_sweep and seed == ab.seeds[0]:
             sweep = threshold_sweep(main, ds, cfg, ab)
             (out / "threshold_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
@@ -447,7 +551,7 @@ def run_ablation(
         mean = {m: float(np.mean([r.metrics[m] for r in rs])) for m in METRICS if all(m in r.metrics for r in rs)}
         spread = {m: float(np.ptp([r.metrics[m] for r in rs])) for m in mean} if len(rs) > 1 else {}
         secs = float(np.mean(seconds[name])) if seconds.get(name) and None not in seconds[name] else None
-        note = rerank_note if "re-rank" in name and rerank_note else ""
+        note = rerank_note if name in subset_rows else ""
         rows.append(
             AblationRow(
                 name, "trained" if name in trained else "reference", mean, spread, secs, rs[0].num_questions, note
@@ -466,12 +570,16 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
     """Paired per-question MRR@10 differences for the comparisons the paper makes, and for the
     re-ranking rows (first seed), 95% interval, over the questions both rows evaluated."""
     names = list(results)
-    fused = "dense score (w from dev)"
 
-    def find(prefix: str) -> str | None:
-        if prefix == fused:
-            return next((n for n in names if n.endswith(fused)), None)
-        return next((n for n in names if n.startswith(prefix) and not n.endswith(fused)), None)
+    def find(key: str) -> str | None:
+        """The first row whose name starts with `key`; "+dense", "+bm25" and "hybrid+" pick the
+        re-ranking rows with those shares, and the plain prefix skips them."""
+        if key == "hybrid+":
+            return next((n for n in names if n.startswith(ROW_HYBRID) and n.endswith(ROW_BM25_SHARE)), None)
+        for suffix, share in (("+dense", ROW_DENSE_SHARE), ("+bm25", ROW_BM25_SHARE)):
+            if key.endswith(suffix):
+                return next((n for n in names if n.startswith(key[: -len(suffix)]) and n.endswith(share)), None)
+        return next((n for n in names if n.startswith(key) and ", + " not in n), None)
 
     pairs = [
         ("cross-batch", "in-batch"),
@@ -481,8 +589,11 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
         ("+ data augmentation", "hard negatives, denoised"),
         ("+ data augmentation", "MiniLM, untrained"),
         ("+ data augmentation", "BM25"),
-        ("M_D2 + cross-encoder", "M_D2 on the re-ranking subset"),
-        (fused, "M_D2 + cross-encoder"),
+        (ROW_RERANK, "M_D2 on the re-ranking subset"),
+        (ROW_RERANK + "+dense", ROW_RERANK),
+        (ROW_RERANK + "+bm25", ROW_RERANK + "+dense"),
+        ("hybrid+", ROW_RERANK + "+bm25"),
+        ("hybrid+", "BM25"),
     ]
     notes = []
     for b_prefix, a_prefix in pairs:

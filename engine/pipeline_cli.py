@@ -218,6 +218,7 @@ def ablation_config(args: argparse.Namespace):
         rerank_depth=args.rerank_depth,
         rerank_max_questions=args.rerank_max_questions,
         rerank_weight_from_dev=not args.no_rerank_weight,
+        rerank_bm25=not args.no_rerank_bm25,
         rerank_onnx=args.rerank_onnx,
         cross_batch_processes=args.processes,
         base_model=args.base_model or "",
@@ -328,6 +329,12 @@ def add_parser(subparsers) -> None:
         "--no-rerank-weight",
         action="store_true",
         help="skip the row that re-ranks by logit + w x dense score with w chosen on dev (it scores every dev question)",
+    )
+    a.add_argument(
+        "--no-rerank-bm25",
+        action="store_true",
+        help="skip the rows with a BM25 share (logit + w x dense + v x BM25, on M_D2's top-k and on the "
+        "M_D2 + BM25 hybrid's; w and v chosen on dev)",
     )
     a.add_argument(
         "--rerank-onnx",

@@ -263,9 +263,12 @@ def test_positive_threshold_arguments(capsys):
     args = [*ablation, "--cross-max-length", "256", "--pos-threshold-from-dev", "0.9"]
     config = ablation_config(build_parser().parse_args(args))
     assert (config.cross_max_length, config.pos_precision_target) == (256, 0.9)
-    assert (config.rerank_weight_from_dev, config.rerank_onnx) == (True, False)
-    config = ablation_config(build_parser().parse_args([*ablation, "--no-rerank-weight", "--rerank-onnx"]))
+    assert (config.rerank_weight_from_dev, config.rerank_onnx, config.rerank_bm25) == (True, False, True)
+    config = ablation_config(
+        build_parser().parse_args([*ablation, "--no-rerank-weight", "--rerank-onnx", "--no-rerank-bm25"])
+    )
     assert (config.rerank_weight_from_dev, config.rerank_onnx, config.cross_loss) == (False, True, "")
+    assert config.rerank_bm25 is False
     assert ablation_config(build_parser().parse_args([*ablation, "--cross-loss", "listwise"])).cross_loss == "listwise"
     from engine.pipeline_cli import build_config
 
@@ -280,6 +283,7 @@ def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
     from engine.ablation import (
         AblationConfig,
         dense_candidates,
+        hybrid_candidates,
         rerank,
         rerank_candidates,
         rerank_weight_on_dev,
@@ -287,7 +291,8 @@ def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
     )
     from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
     from engine.dual_encoder import DualEncoder, DualEncoderConfig
-    from engine.fusion import RERANK_WEIGHTS
+    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, reciprocal_rank_fusion
+    from engine.sparse import BM25Index
 
     ds = read_beir(write_tiny_beir(tmp_path / "d"))
     questions, _ = ds.split("test")
@@ -297,7 +302,7 @@ def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
     cand = rerank_candidates(ce, ds, questions, first, 3)
     for q in questions:
         c, f = cand[q.id], first[q.id]
-        assert (list(c.ids), list(c.first_stage)) == (f.ids[:3], f.scores[:3])
+        assert (list(c.ids), list(c.dense), c.bm25) == (f.ids[:3], f.scores[:3], ())
         one_by_one = ce.logits([q.text] * 3, [ds.corpus[pid] for pid in c.ids])  # batching changes nothing
         assert np.allclose(c.ce_logits, one_by_one, atol=1e-5)
     plain = reranked(first, cand)
@@ -309,7 +314,35 @@ def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
     ids_only = rerank(ce, ds, questions, {qid: r.ids for qid, r in first.items()}, 3)
     assert ids_only == plain
     choice = rerank_weight_on_dev(tmp_path / "run", dual, ce, ds, "train", AblationConfig(rerank_depth=3))
-    assert choice.weight in RERANK_WEIGHTS and choice.questions == 2 and set(choice.mrr) == set(RERANK_WEIGHTS)
+    assert choice.weight in RERANK_WEIGHTS and choice.questions == 2
+    assert set(choice.mrr) == {(w, 0.0) for w in RERANK_WEIGHTS} and choice.bm25_weight == 0.0
+
+    # with a BM25 index: BM25 scores as a feature, logits memoised per (question, passage)
+    bm25 = BM25Index.build(ds.corpus)
+    memo = {(questions[0].id, first[questions[0].id].ids[0]): 123.0}  # a known pair is not scored again
+    with_bm25 = rerank_candidates(ce, ds, questions, first, 3, bm25, memo)
+    assert with_bm25[questions[0].id].ce_logits[0] == 123.0
+    for q in questions:
+        c = with_bm25[q.id]
+        assert list(c.bm25) == pytest.approx(bm25.score_passages([q.text], [list(c.ids)])[0])
+        assert all(memo[(q.id, pid)] == logit for pid, logit in zip(c.ids, c.ce_logits))
+    assert len(memo) == 3 * len(questions)
+
+    # the hybrid first stage: RRF order of M_D2 and BM25, each passage with its exact inner product
+    hybrid = hybrid_candidates(tmp_path / "run", dual, ds, questions, 5, bm25)
+    lexical = bm25.search([q.text for q in questions], 5)
+    for q, b_ids in zip(questions, lexical.ids):
+        fused = [pid for pid, _ in reciprocal_rank_fusion([first[q.id].ids, b_ids], [1.0, 1.0])][:5]
+        assert hybrid[q.id].ids == fused
+        qv = dual.encode_queries([q.text])[0]
+        exact = dual.encode_passages([ds.corpus[pid] for pid in fused]) @ qv
+        assert hybrid[q.id].scores == pytest.approx(exact.tolist(), abs=1e-5)
+    both = rerank_weight_on_dev(
+        tmp_path / "run", dual, ce, ds, "train", AblationConfig(rerank_depth=3, eval_k=5), bm25, True
+    )
+    assert set(choice.mrr) < set(both.mrr) and len(both.mrr) == len(RERANK_WEIGHTS) * len(RERANK_BM25_WEIGHTS)
+    with pytest.raises(ValueError, match="needs a BM25 index"):
+        rerank_weight_on_dev(tmp_path / "run", dual, ce, ds, "train", AblationConfig(rerank_depth=3), hybrid=True)
 
 
 def test_ablation_table_noise_notes_and_plot(tmp_path):
@@ -346,6 +379,20 @@ def test_ablation_table_noise_notes_and_plot(tmp_path):
         for n in notes
     )
     assert any(n.startswith(f"'{fused}' vs 'M_D2 + cross-encoder top-20': MRR@10 +25.00") for n in notes)
+    # the BM25-share rows: compared with the dense-share row, and the hybrid one with it and with BM25
+    bm25_share = "M_D2 + cross-encoder top-20, + w x dense + v x BM25 (w, v from dev)"
+    hybrid = "hybrid M_D2 + BM25 (RRF) + cross-encoder top-20, + w x dense + v x BM25 (w, v from dev)"
+    rerank_results |= {
+        "BM25": [evaluate_rankings(half, qrels)],
+        bm25_share: [evaluate_rankings(half, sub)],
+        "hybrid M_D2 + BM25 (RRF) on the re-ranking subset (10 q)": [evaluate_rankings(good, sub)],
+        hybrid: [evaluate_rankings(good, sub)],
+    }
+    notes = _noise_notes(rerank_results, list(qrels), 1)
+    assert any(n.startswith(f"'{bm25_share}' vs '{fused}': MRR@10 -25.00") and "worse" in n for n in notes)
+    assert any(n.startswith(f"'{hybrid}' vs '{bm25_share}': MRR@10 +25.00") for n in notes)
+    assert any(n.startswith(f"'{hybrid}' vs 'BM25': MRR@10 +25.00") for n in notes)  # over the 10 both evaluated
+    assert any(n.startswith(f"'{fused}' vs 'M_D2 + cross-encoder top-20'") for n in notes)  # still found
     rows = [
         AblationRow(name, "trained", {k: v for k, v in rs[0].metrics.items()}, seconds=1.0)
         for name, rs in results.items()
