@@ -12,6 +12,8 @@ Precedence: a command-line flag, then its environment variable, then the default
 | `--cache DIR` | `ROCKETQA_CACHE` | embedding/index cache root |
 | `--int8-cross-encoder` | `ROCKETQA_INT8_CROSS_ENCODER=1` | serve the cross-encoder as int8 (faster on CPU; measured cost in docs/BENCHMARKS.md) |
 | `--onnx-cross-encoder` | `ROCKETQA_ONNX_CROSS_ENCODER=1` | serve the fp32 cross-encoder through ONNX Runtime: the same probabilities, faster on CPU (docs/BENCHMARKS.md) |
+| `--rerank-weight W` | `ROCKETQA_RERANK_WEIGHT` | re-ranked order: cross-encoder logit + W x dense score (default 0: the cross-encoder alone) |
+| `--rerank-bm25-weight V` | `ROCKETQA_RERANK_BM25_WEIGHT` | ... + V x BM25 score (default 0). Choose W and V for your models with `python -m engine evaluate --rerank-weight-from-dev dev --rerank-bm25` (README) |
 | `--int8-backend B` | `ROCKETQA_INT8_BACKEND` | how the int8 cross-encoder runs: `onnx` (ONNX Runtime), `torch` (PyTorch dynamic), `auto` (default: ONNX Runtime when installed, measured faster and closer to fp32 for re-ranking; else torch) |
 | `--host`, `--port` | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the server listens |
 | | `SPACE_ID` | set by Hugging Face Spaces: enables login and the hub default data |
@@ -25,6 +27,7 @@ the app says so.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +70,10 @@ class AppConfig:
     # score with the fp32 cross-encoder exported to ONNX Runtime (engine.quantize.onnx_cross_encoder):
     # the same logits to float rounding, faster on CPU; exclusive with int8_cross_encoder
     onnx_cross_encoder: bool = False
+    # re-ranked order: logit + rerank_weight * dense score + rerank_bm25_weight * BM25 score
+    # (engine.fusion.rerank_scores); weights belong to one pair of models, chosen on dev
+    rerank_weight: float = 0.0
+    rerank_bm25_weight: float = 0.0
 
     @property
     def on_space(self) -> bool:
@@ -118,6 +125,16 @@ def parser() -> argparse.ArgumentParser:
         help="how the int8 cross-encoder runs: onnx (ONNX Runtime), torch (PyTorch dynamic quantisation), "
         "auto = onnx when installed, measured faster for re-ranking (env ROCKETQA_INT8_BACKEND, default auto)",
     )
+    p.add_argument(
+        "--rerank-weight",
+        dest="rerank_weight",
+        help="re-ranked order: cross-encoder logit + this x dense score (env ROCKETQA_RERANK_WEIGHT, default 0)",
+    )
+    p.add_argument(
+        "--rerank-bm25-weight",
+        dest="rerank_bm25_weight",
+        help="... + this x BM25 score (env ROCKETQA_RERANK_BM25_WEIGHT, default 0)",
+    )
     return p
 
 
@@ -157,7 +174,21 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         int8_cross_encoder=int8,
         onnx_cross_encoder=onnx,
         int8_backend=_int8_backend(pick(args.int8_backend, "ROCKETQA_INT8_BACKEND", "auto")),
+        rerank_weight=_weight("ROCKETQA_RERANK_WEIGHT", pick(args.rerank_weight, "ROCKETQA_RERANK_WEIGHT", "0")),
+        rerank_bm25_weight=_weight(
+            "ROCKETQA_RERANK_BM25_WEIGHT", pick(args.rerank_bm25_weight, "ROCKETQA_RERANK_BM25_WEIGHT", "0")
+        ),
     )
+
+
+def _weight(var: str, value: str) -> float:
+    try:
+        w = float(value)
+    except ValueError:
+        w = float("nan")
+    if not math.isfinite(w) or w < 0:
+        raise SystemExit(f"{var} (or its flag) must be a number >= 0, got {value!r}")
+    return w
 
 
 def _int8_backend(value: str) -> str:

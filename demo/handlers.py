@@ -145,6 +145,17 @@ def ask(services: Services, question: object, k: object = 5, mode: str = "dense"
     return AskResult(qid, text, mode, rows, reranked, notice, time.perf_counter() - t0)
 
 
+def order_label(services: Services, mode: str, reranked: bool) -> str:
+    """What the Ask tab's list is ordered by, in words."""
+    if not reranked:
+        return f"{mode} order"
+    r = services.retriever
+    shares = "".join(
+        f" + {w:g} x {name}" for name, w in (("dense", r.rerank_weight), ("BM25", r.rerank_bm25_weight)) if w
+    )
+    return f"cross-encoder{shares} order (first-stage ranks shown)"
+
+
 def row_highlight(row: dict) -> Highlight | None:
     if not row.get("highlight"):
         return None

@@ -145,6 +145,7 @@ def load_services(config: AppConfig, import_run: bool = True) -> Services:
     if cache_root is None and run is not None and (run.dir / "cache").is_dir():
         cache_root = str(run.dir / "cache")  # the pipeline's own index cache (engine.cache layout): warm start
     retriever = build_retriever(dataset.corpus, model=model, bm25=True, cache_root=cache_root)
+    retriever.rerank_weight, retriever.rerank_bm25_weight = config.rerank_weight, config.rerank_bm25_weight
     t_index = time.perf_counter()
 
     env = dict(os.environ)

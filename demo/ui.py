@@ -172,7 +172,7 @@ def _ask_tab(services: Services, annotator: gr.Textbox) -> None:
         except AppError as e:
             raise _fail(e) from None
         n = len(result.hits)
-        order = "cross-encoder order (dense rank shown)" if result.reranked else f"{mode_value} order"
+        order = handlers.order_label(services, mode_value, result.reranked)
         head = f"<div>{n} passages in {order}, {result.seconds * 1000:.0f} ms. Question id <code>{esc(result.question_id)}</code></div>"
         head += notice(result.notice, "warn") if result.notice else ""
         updates: list = [head, result.hits, result.question_id, result.question]

@@ -113,6 +113,24 @@ def test_ask_with_trained_cross_encoder_reranks_and_keeps_dense_ranks(full):
             assert h["highlight"] in h["text"] and h["highlight_prob"] >= full.config.highlight_min_prob
 
 
+def test_ask_orders_by_the_configured_shares_and_says_so(full):
+    q = "What are male honeybees called?"
+    plain = handlers.ask(full, q, 6, "dense", highlight=False)
+    assert handlers.order_label(full, "dense", True) == "cross-encoder order (first-stage ranks shown)"
+    assert handlers.order_label(full, "bm25", False) == "bm25 order"
+    r = full.retriever
+    r.rerank_weight, r.rerank_bm25_weight = 0.0, 1e6  # BM25 dominates: the head in BM25-score order
+    try:
+        by_bm25 = handlers.ask(full, q, 6, "dense", highlight=False)
+        label = handlers.order_label(full, "dense", True)
+    finally:
+        r.rerank_weight, r.rerank_bm25_weight = 0.0, 0.0
+    assert label == "cross-encoder + 1e+06 x BM25 order (first-stage ranks shown)"
+    assert all(h["bm25_score"] is not None for h in by_bm25.hits)  # filled in for the dense hits
+    assert [h["bm25_score"] for h in by_bm25.hits] == sorted((h["bm25_score"] for h in by_bm25.hits), reverse=True)
+    assert {h["passage_id"] for h in by_bm25.hits} == {h["passage_id"] for h in plain.hits}  # the same top-6
+
+
 def test_highlight_threshold_controls_marking(full):
     low = replace(full.config, highlight_min_prob=0.0)
     full.config, saved = low, full.config
@@ -177,6 +195,12 @@ def test_onnx_cross_encoder_serves_the_same_probabilities(tmp_path, demo_data, d
     a, b = (handlers.ask(s, question, 5, "dense") for s in (plain, onnx))
     assert [h["passage_id"] for h in a.hits] == [h["passage_id"] for h in b.hits]
     np.testing.assert_allclose([h["ce_prob"] for h in b.hits], [h["ce_prob"] for h in a.hits], atol=1e-5)
+
+
+def test_configured_rerank_weights_reach_the_retriever(tmp_path, demo_data, tiny_model_dir):
+    config = make_config(tmp_path, demo_data, tiny_model_dir, rerank_weight=5.0, rerank_bm25_weight=0.5)
+    services = load_services(config)
+    assert (services.retriever.rerank_weight, services.retriever.rerank_bm25_weight) == (5.0, 0.5)
 
 
 # --- judge --------------------------------------------------------------------------------

@@ -110,3 +110,12 @@ def test_config_precedence_and_defaults():
     assert load_config([], env={"ROCKETQA_ONNX_CROSS_ENCODER": "yes"}).onnx_cross_encoder and not c.onnx_cross_encoder
     with pytest.raises(SystemExit, match="exclude each other"):
         load_config(["--onnx-cross-encoder"], env={"ROCKETQA_INT8_CROSS_ENCODER": "1"})
+    assert (c.rerank_weight, c.rerank_bm25_weight) == (0.0, 0.0)
+    weights = load_config(["--rerank-weight", "5"], env={"ROCKETQA_RERANK_BM25_WEIGHT": "0.5"})
+    assert (weights.rerank_weight, weights.rerank_bm25_weight) == (5.0, 0.5)
+    assert load_config(["--rerank-weight", "2"], env={"ROCKETQA_RERANK_WEIGHT": "9"}).rerank_weight == 2.0
+    for bad in ("-1", "nan", "inf", "five"):
+        with pytest.raises(SystemExit, match="ROCKETQA_RERANK_WEIGHT .* must be a number >= 0"):
+            load_config(["--rerank-weight", bad], env={})
+    with pytest.raises(SystemExit, match="ROCKETQA_RERANK_BM25_WEIGHT"):
+        load_config([], env={"ROCKETQA_RERANK_BM25_WEIGHT": "-0.5"})
