@@ -1,8 +1,8 @@
-"""Step 2 again at another cross-encoder max length (or with another loss), on an existing run's
-M_D0, and what it changes.
+"""Step 2 again at another cross-encoder max length (or with another loss or number of epochs), on
+an existing run's M_D0, and what it changes.
 
 Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.max_length=N`
-(and `--loss`, CrossTrainConfig.loss, when given), then reports, next to RUN's own cross-encoder:
+(and `--loss` / `--epochs`, CrossTrainConfig.loss / epochs, when given), then reports, next to RUN's own cross-encoder:
 - step 2's time and held-out metrics (AUC, accuracy);
 - the dev-only threshold check of engine.ablation.threshold_sweep (pseudo-positive precision per
   threshold, share of answer-bearing passages kept / dropped per negative threshold);
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="new run directory for the re-trained step 2")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--loss", choices=["pointwise", "listwise"], default=None, help="step 2's loss (default: the run's)")
+    p.add_argument("--epochs", type=int, default=None, help="step 2's epochs (default: the run's)")
     p.add_argument("--questions", type=int, default=300, help="test questions re-ranked (seeded sample)")
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--seed", type=int, default=13)
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(base, cross=replace(base.cross, max_length=args.max_length))
     if args.loss:
         config = replace(config, step2=replace(config.step2, loss=args.loss))
+    if args.epochs:
+        config = replace(config, step2=replace(config.step2, epochs=args.epochs))
     ds = load_any(args.data)
     fresh = not (out / "config.json").is_file()
     run = open_run(args.data, out, config, ds)
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_max_length": base.cross.max_length,
         "loss": config.step2.loss,
         "baseline_loss": base.step2.loss,
+        "epochs": config.step2.epochs,
+        "baseline_epochs": base.step2.epochs,
     }
     report["step2_seconds"] = {
         "new": json.loads((out / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),
