@@ -488,6 +488,9 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     assert (report["loss"], report["baseline_loss"]) == ("pointwise", "pointwise")
     listwise = tmp_path / "listwise"
     args[-1] = str(listwise)
-    assert cel.main([*args, "--max-length", "64", "--questions", "5", "--depth", "4", "--loss", "listwise"]) == 0
-    assert json.loads((listwise / "cross_encoder_length.json").read_text())["loss"] == "listwise"
-    assert json.loads((listwise / "config.json").read_text())["config"]["step2"]["loss"] == "listwise"
+    argv = [*args, "--max-length", "64", "--questions", "5", "--depth", "4", "--loss", "listwise", "--epochs", "2"]
+    assert cel.main(argv) == 0
+    report = json.loads((listwise / "cross_encoder_length.json").read_text())
+    assert (report["loss"], report["epochs"], report["baseline_epochs"]) == ("listwise", 2, tiny_config.step2.epochs)
+    step2 = json.loads((listwise / "config.json").read_text())["config"]["step2"]
+    assert (step2["loss"], step2["epochs"]) == ("listwise", 2)
