@@ -287,7 +287,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     for h in hits:
         scores = [
             f"{name}={v:.4f}"
-            for name, v in (("dense", h.dense_score), ("bm25", h.bm25_score), ("ce_prob", h.ce_prob))
+            for name, v in (
+                ("dense", h.dense_score),
+                ("bm25", h.bm25_score),
+                ("ce_prob", h.ce_prob),
+                ("rerank", h.rerank_score if retriever.rerank_weight or retriever.rerank_bm25_weight else None),
+            )
             if v is not None
         ]
         print(f"{h.rank:>3}. [{h.passage.id}] {' '.join(scores)}")

@@ -136,6 +136,26 @@ def test_search_prints_hits(tiny_beir, capsys):
     assert "[lighthouse_0]" in capsys.readouterr().out.splitlines()[0]
 
 
+def test_search_with_a_bm25_share_prints_the_rerank_score(tiny_beir, tmp_path, tiny_model_dir, capsys):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir)).save(tmp_path / "ce")
+    common = ["search", "--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    rerank = ["--reranker", str(tmp_path / "ce"), "--rerank-depth", "3", "--k", "3", "--json"]
+    assert main([*common, *rerank, "--rerank-bm25-weight", "1000", "waggle dance of honeybees"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    # a dense first stage, BM25 loaded for the share: every hit has both scores, BM25 orders them
+    assert all(h["bm25_score"] is not None and h["dense_score"] is not None for h in hits)
+    assert [h["bm25_score"] for h in hits] == sorted((h["bm25_score"] for h in hits), reverse=True)
+    assert hits[0]["passage"]["id"] == "bees_0"
+    for h in hits:
+        assert h["rerank_score"] == pytest.approx(h["ce_logit"] + 1000 * h["bm25_score"], rel=1e-6)
+    assert main([*common, *rerank[:-1], "--rerank-bm25-weight", "1000", "waggle dance of honeybees"]) == 0
+    assert "rerank=" in capsys.readouterr().out.splitlines()[0]
+    assert main([*common, *rerank[:-1], "waggle dance of honeybees"]) == 0
+    assert "rerank=" not in capsys.readouterr().out  # the cross-encoder alone: its logit is the order
+
+
 def test_malformed_corpus_is_one_clear_line(tmp_path, capsys):
     (tmp_path / "qrels").mkdir()
     (tmp_path / "corpus.jsonl").write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": \n')
