@@ -7,12 +7,18 @@ Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.
 - the dev-only threshold check of engine.ablation.threshold_sweep (pseudo-positive precision per
   threshold, share of answer-bearing passages kept / dropped per negative threshold);
 - MRR@10 of RUN's final dual-encoder top-20 re-ranked by each cross-encoder, on a seeded sample of
-  test questions (the bench's `rerank_quality_questions` sample).
+  test questions (the bench's `rerank_quality_questions` sample);
+- with `--rerank-shares`, for both cross-encoders on the same questions, the ablation's re-ranking
+  rows (the cross-encoder alone, with a dense share, with dense and BM25 shares, and the latter on
+  the hybrid head), the shares chosen on every dev question.
 
     python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
         --run runs/squad-cpu --output runs/ce256 --max-length 256
     python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
         --run runs/squad-ce256 --output runs/ce256-listwise --max-length 256 --loss listwise
+    python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
+        --run runs/squad-ce256 --output runs/ce256-2ep --max-length 256 --epochs 2 \
+        --questions 1000 --rerank-shares
 
 Why: SQuAD paragraphs are long; at the `cpu` preset's 160 tokens 6.9% of the training positives
 have their answer cut off (`--report-truncation` prints the share for both lengths).
@@ -61,6 +67,47 @@ def rerank_mrr(ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, de
     return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
 
 
+def rerank_shares(ce: CrossEncoder, run_dir: Path, dual: DualEncoder, ds, picked: list, depth: int) -> dict:
+    """The ablation's re-ranking rows for one cross-encoder on `picked` test questions: the
+    cross-encoder alone, + w x dense, + w x dense + v x BM25 on the dual-encoder's top-`depth`, and
+    + w x dense + v x BM25 on the hybrid's (RRF of the dual-encoder and BM25); w and v chosen on
+    every dev question (engine.fusion.choose_rerank_weight)."""
+    from engine.ablation import dense_candidates, hybrid_candidates, rerank_candidates, reranked
+    from engine.fusion import RERANK_BM25_WEIGHTS, choose_rerank_weight
+    from engine.sparse import BM25Index
+
+    bm25 = BM25Index.build(ds.corpus)
+    dev, dev_qrels = ds.split("dev")
+    _, test_qrels = ds.split("test")
+    sub = {q.id: test_qrels[q.id] for q in picked}
+    memo: dict = {}
+    out: dict = {}
+
+    def score(rankings: dict) -> dict:
+        m = evaluate_rankings(rankings, sub, ds.corpus, ks=(1, 5, 20)).metrics
+        return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
+
+    for head in ("dense", "hybrid"):
+        if head == "dense":
+            first, first_dev = (dense_candidates(run_dir, dual, ds, qs, 100) for qs in (picked, dev))
+        else:
+            first, first_dev = (hybrid_candidates(run_dir, dual, ds, qs, 100, bm25) for qs in (picked, dev))
+        cand = rerank_candidates(ce, ds, picked, first, depth, bm25, memo)
+        cand_dev = rerank_candidates(ce, ds, dev, first_dev, depth, bm25, memo)
+        rows = {"first stage": score({q: r.ids for q, r in first.items()})}
+        if head == "dense":
+            rows["cross-encoder"] = score(reranked(first, cand))
+            c = choose_rerank_weight(cand_dev, dev_qrels)
+            rows[f"+ {c.weight:g} x dense"] = score(reranked(first, cand, c.weight))
+        c = choose_rerank_weight(cand_dev, dev_qrels, bm25_weights=RERANK_BM25_WEIGHTS)
+        rows[f"+ {c.weight:g} x dense + {c.bm25_weight:g} x BM25"] = score(
+            reranked(first, cand, c.weight, c.bm25_weight)
+        )
+        rows["dev MRR@10 of that choice"] = round(c.mrr[(c.weight, c.bm25_weight)], 2)
+        out[head] = rows
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)
@@ -73,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--report-truncation", action="store_true", help="also print how many answers each length cuts off")
+    p.add_argument(
+        "--rerank-shares",
+        action="store_true",
+        help="also the ablation's re-ranking rows with dense and BM25 shares for both cross-encoders (weights "
+        "chosen on every dev question; scored through the fp32 ONNX Runtime copy when installed)",
+    )
     args = p.parse_args(argv)
 
     run_dir, out = Path(args.run), Path(args.output)
@@ -133,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         "run": rerank_mrr(CrossEncoder.load(run_dir / STEP_DIRS[2] / "model"), ds, picked, top, sub, args.depth),
         "new": rerank_mrr(CrossEncoder.load(out / STEP_DIRS[2] / "model"), ds, picked, top, sub, args.depth),
     }
+    if args.rerank_shares:
+        from engine.onnx_int8 import available
+        from engine.quantize import onnx_cross_encoder
+
+        shares = {}
+        for name, d in (("run", run_dir), ("new", out)):
+            ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
+            shares[name] = rerank_shares(
+                onnx_cross_encoder(ce) if available() else ce, run_dir, dual, ds, picked, args.depth
+            )
+        report["rerank_test"]["shares"] = shares
     if args.report_truncation:
         tok = CrossEncoder.load(out / STEP_DIRS[2] / "model").tokenizer
         lengths = (base.cross.max_length, args.max_length)

@@ -489,8 +489,15 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     listwise = tmp_path / "listwise"
     args[-1] = str(listwise)
     argv = [*args, "--max-length", "64", "--questions", "5", "--depth", "4", "--loss", "listwise", "--epochs", "2"]
-    assert cel.main(argv) == 0
+    assert cel.main([*argv, "--rerank-shares"]) == 0
     report = json.loads((listwise / "cross_encoder_length.json").read_text())
+    shares = report["rerank_test"]["shares"]
+    assert set(shares) == {"run", "new"} and set(shares["new"]) == {"dense", "hybrid"}
+    dense_rows = shares["new"]["dense"]
+    assert list(dense_rows)[:2] == ["first stage", "cross-encoder"] and len(dense_rows) == 5
+    assert dense_rows["first stage"] == report["rerank_test"]["dense"]  # the same questions and first stage
+    assert dense_rows["cross-encoder"]["MRR@10"] == pytest.approx(report["rerank_test"]["new"]["MRR@10"], abs=0.01)
+    assert any(" x BM25" in row for row in shares["new"]["hybrid"])
     assert (report["loss"], report["epochs"], report["baseline_epochs"]) == ("listwise", 2, tiny_config.step2.epochs)
     step2 = json.loads((listwise / "config.json").read_text())["config"]["step2"]
     assert (step2["loss"], step2["epochs"]) == ("listwise", 2)
