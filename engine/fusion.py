@@ -117,8 +117,12 @@ def rerank_order(
     bm25_weight: float = 0.0,
 ) -> list[int]:
     """Indices best first by `rerank_scores`; ties keep the first-stage order."""
-    mixed = rerank_scores(ce_logits, dense, weight, bm25, bm25_weight)
-    return sorted(range(len(mixed)), key=lambda i: (-mixed[i], i))
+    return best_first(rerank_scores(ce_logits, dense, weight, bm25, bm25_weight))
+
+
+def best_first(scores: Sequence[float]) -> list[int]:
+    """Indices by descending score; ties keep their order."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
 def choose_rerank_weight(

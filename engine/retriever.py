@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, Passage
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
-from engine.fusion import FusionConfig, fuse, rerank_order, rerank_scores
+from engine.fusion import FusionConfig, best_first, fuse, rerank_scores
 from engine.index import DenseIndex
 from engine.sparse import BM25Index
 
@@ -179,7 +179,7 @@ class Retriever:
         probs = self.reranker.probability(logits)
         dense, bm25 = [h.dense_score for h in head], [h.bm25_score for h in head]
         mixed = rerank_scores(logits.tolist(), dense, w, bm25, v)
-        order = rerank_order(logits.tolist(), dense, w, bm25, v)
+        order = best_first(mixed)
         reranked = [
             replace(head[i], rank=r, ce_logit=float(logits[i]), ce_prob=float(probs[i]), rerank_score=mixed[i])
             for r, i in enumerate(order, 1)
