@@ -149,7 +149,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
     hits = _search_all(retriever, questions, args.rerank_depth, args.retriever, args.rerank_depth)
     candidates = {}
     for q, hs in zip(questions, hits):
-        head = sorted(hs, key=lambda h: h.first_stage_rank)
+        head = retriever.with_scores(q.text, sorted(hs, key=lambda h: h.first_stage_rank))
         candidates[q.id] = RerankCandidates(
             tuple(h.passage.id for h in head),
             tuple(h.dense_score for h in head),

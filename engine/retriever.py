@@ -174,7 +174,8 @@ class Retriever:
             raise ValueError(f"a dense share in re-ranking (weight {w:g}) needs a dual-encoder; none is loaded")
         if v and self.bm25 is None:
             raise ValueError(f"a BM25 share in re-ranking (weight {v:g}) needs a BM25 index; none is loaded")
-        head, tail = self._with_features(question, hits[:depth]), hits[depth:]
+        # BM25 scores are cheap (one sparse pass), dense ones cost an encoder pass: only when used
+        head, tail = self.with_scores(question, hits[:depth], dense=bool(w)), hits[depth:]
         logits = self.reranker.logits([question] * len(head), [h.passage for h in head])
         probs = self.reranker.probability(logits)
         dense, bm25 = [h.dense_score for h in head], [h.bm25_score for h in head]
@@ -186,11 +187,14 @@ class Retriever:
         ]
         return reranked + [replace(h, rank=len(reranked) + j) for j, h in enumerate(tail, 1)]
 
-    def _with_features(self, question: str, head: list[Hit]) -> list[Hit]:
-        """The head with its dense and BM25 scores filled in where a loaded model can give them
-        (a hybrid list holds passages one retriever did not return; a single-mode list has one score)."""
-        need_dense = [i for i, h in enumerate(head) if h.dense_score is None] if self.dense is not None else []
-        need_bm25 = [i for i, h in enumerate(head) if h.bm25_score is None] if self.bm25 is not None else []
+    def with_scores(self, question: str, head: list[Hit], dense: bool = True, bm25: bool = True) -> list[Hit]:
+        """The hits with their missing dense and BM25 scores filled in where a loaded model can give
+        them (a hybrid list holds passages one retriever did not return; a single-mode list has one
+        score). Ranks stay as they were: a filled-in score has no rank."""
+        need_dense = (
+            [i for i, h in enumerate(head) if h.dense_score is None] if dense and self.dense is not None else []
+        )
+        need_bm25 = [i for i, h in enumerate(head) if h.bm25_score is None] if bm25 and self.bm25 is not None else []
         if not need_dense and not need_bm25:
             return head
         head = list(head)

@@ -208,25 +208,34 @@ def test_reranked_hits_carry_both_scores_and_a_bm25_share_orders_them(retriever,
     from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
 
     question = "honeybee colony queen"
-    bm25_all = dict(
-        zip(*[retriever.bm25.search([question], 100).ids[0], retriever.bm25.search([question], 100).scores[0]])
-    )
+    found = retriever.bm25.search([question], 100)
+    bm25_all = dict(zip(found.ids[0], found.scores[0].tolist()))
     q = retriever.dense.encode_queries([question])[0]
+
+    def inner_product(hit) -> float:
+        return float(retriever.dense.encode_passages([hit.passage])[0] @ q)
+
     retriever.reranker = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
     try:
         dense_hits = retriever.search(question, k=6, rerank_depth=4)  # dense first stage: BM25 filled in
-        bm25_hits = retriever.search(question, k=3, mode="bm25", rerank_depth=3)  # BM25 first stage: dense filled in
-        retriever.rerank_bm25_weight = 1e6  # BM25 dominates the re-ranked head
+        bm25_hits = retriever.search(question, k=3, mode="bm25", rerank_depth=3)  # no dense share: none computed
+        retriever.rerank_weight = 1e6  # a dense share: the BM25 head gets inner products, which order it
+        by_dense = retriever.search(question, k=3, mode="bm25", rerank_depth=3)
+        retriever.rerank_weight, retriever.rerank_bm25_weight = 0.0, 1e6  # BM25 dominates the re-ranked head
         by_bm25 = retriever.search(question, k=6, rerank_depth=4)
     finally:
-        retriever.reranker, retriever.rerank_bm25_weight = None, 0.0
+        retriever.reranker, retriever.rerank_weight, retriever.rerank_bm25_weight = None, 0.0, 0.0
     for h in dense_hits[:4]:
-        assert h.bm25_score == pytest.approx(float(bm25_all[h.passage.id]), abs=1e-5)
+        assert h.bm25_score == pytest.approx(bm25_all[h.passage.id], abs=1e-5)
         assert h.bm25_rank is None  # not retrieved by BM25: a score, no rank
     assert all(h.bm25_score is None for h in dense_hits[4:])
-    for h in bm25_hits:
-        p = retriever.dense.encode_passages([h.passage])[0]
-        assert h.dense_score == pytest.approx(float(p @ q), abs=1e-5) and h.dense_rank is None
+    assert all(h.dense_score is None for h in bm25_hits)
+    for h in by_dense:
+        assert h.dense_score == pytest.approx(inner_product(h), abs=1e-5) and h.dense_rank is None
+    assert [h.dense_score for h in by_dense] == sorted((h.dense_score for h in by_dense), reverse=True)
+    filled = retriever.with_scores(question, bm25_hits)  # what the dev choice uses
+    assert [h.dense_score for h in filled] == pytest.approx([inner_product(h) for h in bm25_hits], abs=1e-5)
+    assert [h.rank for h in filled] == [h.rank for h in bm25_hits]
     head = by_bm25[:4]
     assert [h.bm25_score for h in head] == sorted((h.bm25_score for h in head), reverse=True)
     for h in head:
