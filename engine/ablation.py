@@ -9,8 +9,10 @@ Rows (evaluated on the test split; thresholds fixed to the paper's values or cho
 - with denoising (M_D1), with augmentation (M_D2);
 - reference: M_D2 + cross-encoder re-ranking of the top-`rerank_depth` (optionally on a seeded
   subset of the test questions, with M_D2 on the same subset beside it, to bound CPU time), and
-  the same head ordered by `logit + w * M_D2 inner product` with w chosen on the dev split
-  (`engine.fusion.choose_rerank_weight`; every dev question is scored once for it).
+  the same head ordered by `logit + w * M_D2 inner product` and by `logit + w * inner product +
+  v * BM25 score`, w and v chosen on the dev split (`engine.fusion.choose_rerank_weight`; every
+  dev question is scored once for it); then the hybrid first stage (RRF of M_D2 and BM25) and its
+  head re-ranked with both shares. Each (question, passage) pair goes through the cross-encoder once.
 
 With several seeds, trained rows show the mean and the spread. With one seed, each trained row is
 compared with the row above it by a paired per-question difference of MRR@10 with a 95% interval;
