@@ -533,7 +533,9 @@ def run_ablation(
                 notes.append(
                     f"seed {seed}: re-ranking weights ({what}): logit + {c.weight:g} x M_D2 inner product"
                     + (f" + {c.bm25_weight:g} x BM25" if what != "dense" else "")
-                    + f", chosen on {base.dev_split} ({c.questions} q); dev MRR@10 per weight: {weight_table(c)}"
+                    + f", chosen on {base.dev_split} ({c.questions} q)"
+                    + (" at the grid's edge (a larger weight might do better)" if c.on_edge else "")
+                    + f"; dev MRR@10 per weight: {weight_table(c)}"
                 )
             timing[f"rerank seed {seed}"] = time.perf_counter() - t0
             subset_rows.update(set(results) - before if sub is not questions else ())

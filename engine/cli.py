@@ -211,7 +211,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "rerank_weight": retriever.rerank_weight if args.rerank_depth else None,
             "rerank_bm25_weight": retriever.rerank_bm25_weight if args.rerank_depth else None,
             "rerank_weight_choice": (
-                {"split": args.rerank_weight_from_dev, "questions": weight_choice.questions}
+                {
+                    "split": args.rerank_weight_from_dev,
+                    "questions": weight_choice.questions,
+                    "on_grid_edge": weight_choice.on_edge,
+                }
                 | {
                     f"MRR@{weight_choice.cutoff} at weights {w:g} (dense), {v:g} (BM25)": round(m, 2)
                     for (w, v), m in weight_choice.mrr.items()

@@ -8,11 +8,14 @@ nothing from that list.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.data import Qrels
 from engine.metrics import CUTOFF, evaluate_rankings
+
+log = logging.getLogger(__name__)
 
 RRF_C = 60  # Cormack et al.'s constant
 
@@ -86,6 +89,13 @@ class WeightChoice:
     questions: int
     cutoff: int
 
+    @property
+    def on_edge(self) -> bool:
+        """The choice is the grid's largest non-zero weight of a share: a larger one might do better
+        (a cross-encoder trained longer has larger logits, which need larger shares)."""
+        ws, vs = {w for w, _ in self.mrr}, {v for _, v in self.mrr}
+        return (self.weight > 0 and self.weight == max(ws)) or (self.bm25_weight > 0 and self.bm25_weight == max(vs))
+
 
 def rerank_scores(
     ce_logits: Sequence[float],
@@ -148,7 +158,16 @@ def choose_rerank_weight(
                 rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, w, c.bm25, v)]
             mrr[(w, v)] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
     best = max(mrr, key=lambda wv: (mrr[wv], -wv[1], -wv[0]))
-    return WeightChoice(best[0], best[1], mrr, len(judged), CUTOFF)
+    choice = WeightChoice(best[0], best[1], mrr, len(judged), CUTOFF)
+    if choice.on_edge:
+        log.warning(
+            "the re-ranking weights chosen (%g dense, %g BM25) include the largest of the grid: a larger one might "
+            "do better (this cross-encoder's logits may have a larger scale); the grid is engine.fusion.RERANK_WEIGHTS "
+            "/ RERANK_BM25_WEIGHTS",
+            choice.weight,
+            choice.bm25_weight,
+        )
+    return choice
 
 
 def weight_table(choice: WeightChoice) -> str:

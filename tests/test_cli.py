@@ -58,7 +58,7 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     assert main(argv) == 0
     config = json.loads(out.read_text())["config"]
     choice = config["rerank_weight_choice"]
-    assert choice["split"] == "train" and choice["questions"] == 2
+    assert choice["split"] == "train" and choice["questions"] == 2 and isinstance(choice["on_grid_edge"], bool)
     tried = {float(key.split()[3]): v for key, v in choice.items() if key.startswith("MRR@10 at weights")}
     from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS
 

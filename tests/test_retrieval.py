@@ -145,6 +145,9 @@ def test_bm25_and_dense_weights_are_chosen_together_and_ties_prefer_less_bm25():
         (1.0, 1.0): 75.0,  # q2: 3.5 > 2.5
     }
     assert (choice.weight, choice.bm25_weight) == (0.0, 0.5)  # ties: the smaller BM25, then dense weight
+    assert not choice.on_edge
+    edge = choose_rerank_weight(candidates, relevant, weights=(0.0, 1.0), bm25_weights=(0.0, 0.5))
+    assert (edge.weight, edge.bm25_weight, edge.on_edge) == (0.0, 0.5, True)  # 0.5 is the grid's largest
     assert weight_table(choice) == "v 0: 75.0 (w 0), v 0.5: 100.0 (w 0), v 1: 75.0 (w 0)"  # the best w per v
     with pytest.raises(ValueError, match="needs a BM25 score per candidate"):
         choose_rerank_weight({"q1": RerankCandidates(("a",), (0.1,), (0.0,))}, {"q1": {"a": 1}}, bm25_weights=(1.0,))
