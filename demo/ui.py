@@ -502,6 +502,7 @@ def build_app(services: Services) -> gr.Blocks:
                 raise _fail(e) from None
             hits = r.hits
             return {"question_id": r.question_id, "question": r.question, "mode": r.mode, "reranked": r.reranked,
+                    "order": handlers.order_label(services, r.mode, r.reranked),
                     "cross_encoder_trained": services.ce_trained, "notice": r.notice, "hits": hits}  # fmt: skip
 
         def judge_api(

@@ -42,6 +42,7 @@ def client(server):
 def test_ask_returns_hits_with_both_scores(client):
     out = client.predict(question="What are male honeybees called?", k=4, mode="dense", api_name="/ask")
     assert out["question_id"] == "q2" and out["reranked"] and out["cross_encoder_trained"]
+    assert out["order"] == "cross-encoder order (first-stage ranks shown)"
     hits = out["hits"]
     assert len(hits) == 4
     for h in hits:
