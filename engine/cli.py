@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -120,6 +121,12 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
     return retriever
 
 
+def _check_rerank_weights(args: argparse.Namespace) -> None:
+    for flag, w in (("--rerank-weight", args.rerank_weight), ("--rerank-bm25-weight", args.rerank_bm25_weight)):
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"{flag} must be a number >= 0, got {w}")
+
+
 def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int) -> list:
     hits = []
     for start in range(0, len(questions), 256):
@@ -175,6 +182,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.metrics import evaluate_rankings
 
+    _check_rerank_weights(args)
     if args.rerank_bm25 and not args.rerank_weight_from_dev:
         raise ValueError("--rerank-bm25 chooses the BM25 share on a dev split: add --rerank-weight-from-dev SPLIT")
     if args.rerank_weight_from_dev and (args.rerank_weight or args.rerank_bm25_weight):
@@ -281,6 +289,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    _check_rerank_weights(args)
     ds = _load(args.data)
     retriever = _retriever(args, ds.corpus, show_progress=False)
     retriever.rerank_weight, retriever.rerank_bm25_weight = args.rerank_weight, args.rerank_bm25_weight

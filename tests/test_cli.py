@@ -81,6 +81,10 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     assert main([*common, *rerank, "--split", "test", "--rerank-bm25"]) == 2
     assert "add --rerank-weight-from-dev" in capsys.readouterr().err
     assert main([*argv, "--rerank-weight", "2"]) == 2 and "drop --rerank-weight" in capsys.readouterr().err
+    assert main([*common, *rerank, "--rerank-bm25-weight", "-1"]) == 2
+    assert "--rerank-bm25-weight must be a number >= 0" in capsys.readouterr().err
+    assert main(["search", "--data", str(tiny_beir), "--rerank-weight", "nan", "bees"]) == 2
+    assert "--rerank-weight must be a number >= 0" in capsys.readouterr().err
 
     # --rerank-bm25: the BM25 share is chosen too, on a grid of (dense, BM25) pairs; BM25 is loaded for it
     both = tmp_path / "both.json"
