@@ -67,16 +67,30 @@ def rerank_mrr(ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, de
     return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
 
 
-def rerank_shares(ce: CrossEncoder, run_dir: Path, dual: DualEncoder, ds, picked: list, depth: int) -> dict:
-    """The ablation's re-ranking rows for one cross-encoder on `picked` test questions: the
-    cross-encoder alone, + w x dense, + w x dense + v x BM25 on the dual-encoder's top-`depth`, and
-    + w x dense + v x BM25 on the hybrid's (RRF of the dual-encoder and BM25); w and v chosen on
-    every dev question (engine.fusion.choose_rerank_weight)."""
-    from engine.ablation import dense_candidates, hybrid_candidates, rerank_candidates, reranked
-    from engine.fusion import RERANK_BM25_WEIGHTS, choose_rerank_weight
+def share_heads(run_dir: Path, dual: DualEncoder, ds, picked: list) -> dict:
+    """The first stages `rerank_shares` re-ranks (they do not depend on the cross-encoder): per head
+    ("dense", "hybrid"), the rankings of the picked test questions and of every dev question."""
+    from engine.ablation import dense_candidates, hybrid_candidates
     from engine.sparse import BM25Index
 
     bm25 = BM25Index.build(ds.corpus)
+    dev, _ = ds.split("dev")
+    return {
+        "bm25": bm25,
+        "dense": tuple(dense_candidates(run_dir, dual, ds, qs, 100) for qs in (picked, dev)),
+        "hybrid": tuple(hybrid_candidates(run_dir, dual, ds, qs, 100, bm25) for qs in (picked, dev)),
+    }
+
+
+def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -> dict:
+    """The ablation's re-ranking rows for one cross-encoder on `picked` test questions: the
+    cross-encoder alone, + w x dense, + w x dense + v x BM25 on the dual-encoder's top-`depth`, and
+    + w x dense + v x BM25 on the hybrid's (RRF of the dual-encoder and BM25); w and v chosen on
+    every dev question (engine.fusion.choose_rerank_weight). `heads` comes from `share_heads`."""
+    from engine.ablation import rerank_candidates, reranked
+    from engine.fusion import RERANK_BM25_WEIGHTS, choose_rerank_weight
+
+    bm25 = heads["bm25"]
     dev, dev_qrels = ds.split("dev")
     _, test_qrels = ds.split("test")
     sub = {q.id: test_qrels[q.id] for q in picked}
@@ -88,10 +102,7 @@ def rerank_shares(ce: CrossEncoder, run_dir: Path, dual: DualEncoder, ds, picked
         return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
 
     for head in ("dense", "hybrid"):
-        if head == "dense":
-            first, first_dev = (dense_candidates(run_dir, dual, ds, qs, 100) for qs in (picked, dev))
-        else:
-            first, first_dev = (hybrid_candidates(run_dir, dual, ds, qs, 100, bm25) for qs in (picked, dev))
+        first, first_dev = heads[head]
         cand = rerank_candidates(ce, ds, picked, first, depth, bm25, memo)
         cand_dev = rerank_candidates(ce, ds, dev, first_dev, depth, bm25, memo)
         rows = {"first stage": score({q: r.ids for q, r in first.items()})}
@@ -190,12 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         from engine.onnx_int8 import available
         from engine.quantize import onnx_cross_encoder
 
+        heads = share_heads(run_dir, dual, ds, picked)  # the same first stages for both cross-encoders
         shares = {}
         for name, d in (("run", run_dir), ("new", out)):
             ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
-            shares[name] = rerank_shares(
-                onnx_cross_encoder(ce) if available() else ce, run_dir, dual, ds, picked, args.depth
-            )
+            shares[name] = rerank_shares(onnx_cross_encoder(ce) if available() else ce, heads, ds, picked, args.depth)
         report["rerank_test"]["shares"] = shares
     if args.report_truncation:
         tok = CrossEncoder.load(out / STEP_DIRS[2] / "model").tokenizer

@@ -261,6 +261,29 @@ def rerank(
     return reranked(as_rankings, rerank_candidates(ce, ds, questions, as_rankings, depth))
 
 
+def dev_candidates(
+    run_dir: Path,
+    m2: DualEncoder,
+    ce: CrossEncoder,
+    ds: Dataset,
+    dev_split: str,
+    ab: AblationConfig,
+    bm25: BM25Index | None = None,
+    hybrid: bool = False,
+    memo: dict[tuple[str, str], float] | None = None,
+) -> tuple[dict[str, RerankCandidates], dict]:
+    """Every dev question's top-`rerank_depth` (M_D2's, or with `hybrid` the RRF of M_D2 and BM25)
+    with its re-ranking features, and the dev qrels."""
+    questions, qrels = ds.split(dev_split)
+    if hybrid:
+        if bm25 is None:
+            raise ValueError("a hybrid first stage needs a BM25 index")
+        first = hybrid_candidates(run_dir, m2, ds, questions, ab.eval_k, bm25)
+    else:
+        first = dense_candidates(run_dir, m2, ds, questions, ab.rerank_depth)
+    return rerank_candidates(ce, ds, questions, first, ab.rerank_depth, bm25, memo), qrels
+
+
 def rerank_weight_on_dev(
     run_dir: Path,
     m2: DualEncoder,
@@ -272,17 +295,9 @@ def rerank_weight_on_dev(
     hybrid: bool = False,
     memo: dict[tuple[str, str], float] | None = None,
 ) -> WeightChoice:
-    """The re-ranking weights with the best dev MRR@10 over every dev question's top-`rerank_depth`
-    (M_D2's, or with `hybrid` the RRF of M_D2 and BM25): the dense share alone, or with a BM25
-    index the dense and BM25 shares together."""
-    questions, qrels = ds.split(dev_split)
-    if hybrid:
-        if bm25 is None:
-            raise ValueError("a hybrid first stage needs a BM25 index")
-        first = hybrid_candidates(run_dir, m2, ds, questions, ab.eval_k, bm25)
-    else:
-        first = dense_candidates(run_dir, m2, ds, questions, ab.rerank_depth)
-    cand = rerank_candidates(ce, ds, questions, first, ab.rerank_depth, bm25, memo)
+    """The re-ranking weights with the best dev MRR@10 over `dev_candidates`: the dense share
+    alone, or with a BM25 index the dense and BM25 shares together."""
+    cand, qrels = dev_candidates(run_dir, m2, ce, ds, dev_split, ab, bm25, hybrid, memo)
     return choose_rerank_weight(cand, qrels, bm25_weights=RERANK_BM25_WEIGHTS if bm25 is not None else (0.0,))
 
 
@@ -506,13 +521,16 @@ def run_ablation(
             cand = rerank_candidates(ce, ds, sub, m2_cand, depth, bm25_index if ab.rerank_bm25 else None, memo)
             add(f"{ROW_RERANK} top-{depth}", _eval(reranked(m2_cand, cand), ds, sub, qrels))
             choices = {}
+            if ab.rerank_weight_from_dev or ab.rerank_bm25:  # M_D2's dev heads, retrieved and scored once
+                lexical = bm25_index if ab.rerank_bm25 else None
+                dev_cand, dev_qrels = dev_candidates(main, m2, ce, ds, base.dev_split, ab, lexical, memo=memo)
             if ab.rerank_weight_from_dev:
-                choices["dense"] = rerank_weight_on_dev(main, m2, ce, ds, base.dev_split, ab, memo=memo)
+                choices["dense"] = choose_rerank_weight(dev_cand, dev_qrels)
                 w = choices["dense"].weight
                 add(f"{ROW_RERANK} top-{depth}, {ROW_DENSE_SHARE}", _eval(reranked(m2_cand, cand, w), ds, sub, qrels))
             if ab.rerank_bm25:
-                choices["dense + BM25"] = c = rerank_weight_on_dev(
-                    main, m2, ce, ds, base.dev_split, ab, bm25_index, memo=memo
+                choices["dense + BM25"] = c = choose_rerank_weight(
+                    dev_cand, dev_qrels, bm25_weights=RERANK_BM25_WEIGHTS
                 )
                 add(
                     f"{ROW_RERANK} top-{depth}, {ROW_BM25_SHARE}",
