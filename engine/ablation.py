@@ -589,8 +589,10 @@ def run_ablation(
 
 
 def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds: int) -> list[str]:
-    """Paired per-question MRR@10 differences for the comparisons the paper makes, and for the
-    re-ranking rows (first seed), 95% interval, over the questions both rows evaluated."""
+    """Paired per-question MRR@10 differences for the comparisons the paper makes and for the
+    re-ranking rows, 95% interval, over the questions both rows evaluated. With several seeds each
+    question's reciprocal rank is averaged over a row's seeds, the difference of each seed is listed,
+    and a difference whose seeds do not all agree in sign is "seeds disagree", not better or worse."""
     names = list(results)
 
     def find(key: str) -> str | None:
@@ -622,13 +624,29 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
         a, b = find(a_prefix), find(b_prefix)
         if a is None or b is None:
             continue
-        both = [q for q in qids if q in results[a][0].per_question and q in results[b][0].per_question]
-        x, y = _rr10(results[a][0], both), _rr10(results[b][0], both)
+        ra, rb = results[a], results[b]
+        both = [q for q in qids if all(q in r.per_question for r in ra + rb)]
+        # per question, the reciprocal rank averaged over the row's seeds (a reference row has one)
+        x = np.mean([_rr10(r, both) for r in ra], axis=0)
+        y = np.mean([_rr10(r, both) for r in rb], axis=0)
         d = 100 * (y - x)
         mean = float(d.mean())
         se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
         verdict = "within noise" if abs(mean) <= 1.96 * se else ("better" if mean > 0 else "worse")
-        notes.append(f"'{b}' vs '{a}': MRR@10 {mean:+.2f} ± {1.96 * se:.2f} (paired, 95%): {verdict}")
+        seeds = max(len(ra), len(rb))
+        per_seed = ""
+        if seeds > 1:  # seed i of each row (a row with fewer results repeats its last one)
+            diffs = [
+                100 * float((_rr10(rb[min(i, len(rb) - 1)], both) - _rr10(ra[min(i, len(ra) - 1)], both)).mean())
+                for i in range(seeds)
+            ]
+            per_seed = f"; per seed {', '.join(f'{v:+.2f}' for v in diffs)}"
+            if verdict != "within noise" and not (all(v > 0 for v in diffs) or all(v < 0 for v in diffs)):
+                verdict = "seeds disagree"
+            what = f"paired over {len(d)} questions, mean of {seeds} seeds, 95%"
+        else:
+            what = "paired, 95%"
+        notes.append(f"'{b}' vs '{a}': MRR@10 {mean:+.2f} ± {1.96 * se:.2f} ({what}{per_seed}): {verdict}")
     if n_seeds == 1:
         notes.append("one seed: seed-to-seed variation is not measured (run --seeds 3 when time allows)")
     return notes

@@ -405,6 +405,36 @@ def test_ablation_table_noise_notes_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_noise_notes_with_several_seeds_average_per_question_and_need_every_seed_to_agree():
+    from engine.ablation import _noise_notes
+    from engine.metrics import evaluate_rankings
+
+    qrels = {f"q{i}": {f"p{i}": 1} for i in range(40)}
+    good = evaluate_rankings({f"q{i}": [f"p{i}"] for i in range(40)}, qrels)  # RR 1 everywhere
+    half = evaluate_rankings({f"q{i}": ([f"p{i}"] if i % 2 else ["x", f"p{i}"]) for i in range(40)}, qrels)
+    results = {
+        "BM25": [good],  # a reference row: one result, compared with every seed
+        "in-batch negatives (M_D0)": [half, half],
+        "cross-batch negatives (2 processes)": [good, half],  # +25 with seed 1, +0 with seed 2
+        "hard negatives, undenoised": [good, good],  # +25 with both seeds
+        "hard negatives, denoised (M_D1)": [good, good],
+        "+ data augmentation (M_D2)": [half, good],
+    }
+    notes = {n.split(": MRR@10")[0]: n for n in _noise_notes(results, list(qrels), 2)}
+    # per question: even ones gain (1 + 0.5) / 2 - 0.5 = 0.25, odd ones 0 -> mean +12.50; the
+    # interval excludes 0, but seed 2 shows no gain, so it is not called better
+    cb = notes["'cross-batch negatives (2 processes)' vs 'in-batch negatives (M_D0)'"]
+    assert "+12.50" in cb and "mean of 2 seeds" in cb and "per seed +25.00, +0.00" in cb
+    assert cb.endswith("seeds disagree")
+    und = notes["'hard negatives, undenoised' vs 'in-batch negatives (M_D0)'"]
+    assert "+25.00" in und and "per seed +25.00, +25.00" in und and und.endswith("better")
+    den = notes["'hard negatives, denoised (M_D1)' vs 'hard negatives, undenoised'"]
+    assert "+0.00 ± 0.00" in den and den.endswith("within noise")
+    bm = notes["'+ data augmentation (M_D2)' vs 'BM25'"]
+    assert "-12.50" in bm and "per seed -25.00, +0.00" in bm and bm.endswith("seeds disagree")
+    assert not any(n.startswith("one seed") for n in notes.values())
+
+
 def test_ce_negatives_skip_answer_bearing_passages_and_random_ones_are_never_positive():
     import random
     from types import SimpleNamespace
