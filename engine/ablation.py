@@ -87,6 +87,7 @@ class AblationConfig:
     eval_k: int = 100
     cross_max_length: int = 0  # >0: the cross-encoder's input length instead of the preset's
     pos_precision_target: float = 0.0  # >0: step 4's positive threshold chosen on dev (AugmentConfig)
+    pos_threshold_grid: tuple[float, ...] = ()  # the thresholds that choice picks from (() = AugmentConfig's)
     cross_loss: str = ""  # "pointwise" | "listwise": step 2's loss instead of the preset's
 
 
@@ -442,7 +443,9 @@ def run_ablation(
     base = preset(ab.preset)
     if ab.base_model:
         base = with_base_model(base, ab.base_model)
-    base = with_step_overrides(base, ab.cross_max_length, None, ab.pos_precision_target, ab.cross_loss)
+    base = with_step_overrides(
+        base, ab.cross_max_length, None, ab.pos_precision_target, ab.cross_loss, ab.pos_threshold_grid
+    )
     if ab.pos_precision_target:
         positive = (
             f"pseudo-positive threshold chosen on dev (the lowest of {list(base.augment.pos_threshold_grid)} whose dev "

@@ -221,11 +221,12 @@ def with_step_overrides(
     pos_threshold: float | None = None,
     pos_precision_target: float = 0.0,
     cross_loss: str = "",
+    pos_threshold_grid: tuple[float, ...] = (),
 ) -> PipelineConfig:
     """The command-line overrides `pipeline run` and `ablation` share (0 / None / "" = keep the
     preset's): the cross-encoder's tokens per pair, step 4's positive threshold, the dev precision
-    that chooses that threshold instead (`AugmentConfig.pos_precision_target`), and step 2's loss
-    (`CrossTrainConfig.loss`)."""
+    that chooses that threshold instead (`AugmentConfig.pos_precision_target`), step 2's loss
+    (`CrossTrainConfig.loss`) and the thresholds that choice may pick from (`pos_threshold_grid`)."""
     if cross_loss:
         config = replace(config, step2=replace(config.step2, loss=cross_loss))
     if cross_max_length:
@@ -234,4 +235,6 @@ def with_step_overrides(
         config = replace(config, augment=replace(config.augment, pos_threshold=pos_threshold))
     if pos_precision_target:
         config = replace(config, augment=replace(config.augment, pos_precision_target=pos_precision_target))
+    if pos_threshold_grid:
+        config = replace(config, augment=replace(config.augment, pos_threshold_grid=tuple(pos_threshold_grid)))
     return config

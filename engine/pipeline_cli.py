@@ -32,9 +32,17 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
+def _check_grid(args: argparse.Namespace) -> None:
+    if args.pos_threshold_grid and not args.pos_threshold_from_dev:
+        raise ValueError(
+            "--pos-threshold-grid only matters with --pos-threshold-from-dev (it is what that chooses from)"
+        )
+
+
 def build_config(args: argparse.Namespace):
     from engine.config import preset, with_base_model, with_step_overrides
 
+    _check_grid(args)
     config = preset(args.preset)
     if args.base_model:
         config = with_base_model(config, args.base_model)
@@ -45,7 +53,12 @@ def build_config(args: argparse.Namespace):
     if args.threads:
         config = replace(config, num_threads=args.threads)
     return with_step_overrides(
-        config, args.cross_max_length, args.pos_threshold, args.pos_threshold_from_dev or 0.0, args.cross_loss or ""
+        config,
+        args.cross_max_length,
+        args.pos_threshold,
+        args.pos_threshold_from_dev or 0.0,
+        args.cross_loss or "",
+        args.pos_threshold_grid or (),
     )
 
 
@@ -81,6 +94,25 @@ def _add_pos_threshold_from_dev(parser: argparse.ArgumentParser, note: str) -> N
         metavar="PRECISION",
         help="step 4: choose the positive threshold on the dev split: the lowest of 0.9-0.995 (never below "
         f"the configured one) whose dev pseudo-positives reach this gold precision (e.g. 0.9); {note}",
+    )
+
+
+def _threshold_grid(text: str) -> tuple[float, ...]:
+    parse = _probability("--pos-threshold-grid", low_open=True)
+    values = [parse(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"--pos-threshold-grid needs comma-separated probabilities, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def _add_pos_threshold_grid(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pos-threshold-grid",
+        type=_threshold_grid,
+        default=None,
+        metavar="P,P,...",
+        help="the thresholds --pos-threshold-from-dev chooses from (default 0.9,0.95,0.97,0.98,0.99,0.995), "
+        "e.g. 0.9,0.91,0.92,0.93,0.94,0.95,0.96,0.97,0.98,0.99",
     )
 
 
@@ -212,6 +244,7 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
 def ablation_config(args: argparse.Namespace):
     from engine.ablation import AblationConfig
 
+    _check_grid(args)
     return AblationConfig(
         preset=args.preset,
         seeds=tuple(range(13, 13 + args.seeds)),
@@ -226,6 +259,7 @@ def ablation_config(args: argparse.Namespace):
         cross_max_length=args.cross_max_length,
         pos_precision_target=args.pos_threshold_from_dev or 0.0,
         cross_loss=args.cross_loss or "",
+        pos_threshold_grid=args.pos_threshold_grid or (),
     )
 
 
@@ -278,6 +312,7 @@ def add_parser(subparsers) -> None:
         help="step 4: pseudo-positive iff cross-encoder probability > this (default: the preset's, paper 0.9)",
     )
     _add_pos_threshold_from_dev(r, "kept when none does")
+    _add_pos_threshold_grid(r)
     _add_cross_loss(r)
     r.set_defaults(func=cmd_pipeline_run)
 
@@ -352,5 +387,6 @@ def add_parser(subparsers) -> None:
         help="cross-encoder tokens per pair (0 = the preset's); must match a --reuse-run's",
     )
     _add_pos_threshold_from_dev(a, "must match a --reuse-run's")
+    _add_pos_threshold_grid(a)
     _add_cross_loss(a)
     a.set_defaults(func=cmd_ablation)

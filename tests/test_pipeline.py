@@ -270,6 +270,17 @@ def test_positive_threshold_arguments(capsys):
     assert (config.rerank_weight_from_dev, config.rerank_onnx, config.cross_loss) == (False, True, "")
     assert config.rerank_bm25 is False
     assert ablation_config(build_parser().parse_args([*ablation, "--cross-loss", "listwise"])).cross_loss == "listwise"
+    fine = ["--pos-threshold-from-dev", "0.9", "--pos-threshold-grid", "0.95,0.91,0.9,0.95"]
+    assert ablation_config(build_parser().parse_args([*ablation, *fine])).pos_threshold_grid == (0.9, 0.91, 0.95)
+    augment = build_config(build_parser().parse_args([*base, *fine])).augment
+    assert (augment.pos_threshold_grid, augment.pos_precision_target) == ((0.9, 0.91, 0.95), 0.9)
+    assert build_config(build_parser().parse_args(base)).augment.pos_threshold_grid == default.pos_threshold_grid
+    with pytest.raises(ValueError, match="only matters with --pos-threshold-from-dev"):
+        build_config(build_parser().parse_args([*base, "--pos-threshold-grid", "0.9,0.95"]))
+    for bad in ("0.9,1", "0.9,x", ","):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--pos-threshold-from-dev", "0.9", "--pos-threshold-grid", bad])
+        assert "--pos-threshold-grid" in capsys.readouterr().err
     from engine.pipeline_cli import build_config
 
     run = ["pipeline", "run", "--data", "d", "--output", "o"]
