@@ -5,6 +5,8 @@ Rows (evaluated on the test split; thresholds fixed to the paper's values or cho
 - in-batch negatives (M_D0 of the pipeline run, one process);
 - cross-batch negatives (`torchrun --nproc_per_node N -m engine train-dual`, each process holding
   the in-batch row's batch, so every question sees N times as many passages);
+- optionally (`large_batch`), in-batch negatives with a larger batch on one process by GradCache
+  (the same gradients as one step over the whole batch, in bounded memory);
 - hard negatives without denoising (step 3 with `denoise=False`, from the same M_D0);
 - with denoising (M_D1), with augmentation (M_D2);
 - reference: M_D2 + cross-encoder re-ranking of the top-`rerank_depth` (optionally on a seeded
@@ -14,12 +16,13 @@ Rows (evaluated on the test split; thresholds fixed to the paper's values or cho
   dev question is scored once for it); then the hybrid first stage (RRF of M_D2 and BM25) and its
   head re-ranked with both shares. Each (question, passage) pair goes through the cross-encoder once.
 
-With several seeds, trained rows show the mean and the spread. With one seed, each trained row is
-compared with the row above it by a paired per-question difference of MRR@10 with a 95% interval;
-an interval that contains 0 is reported as "within noise".
+Trained rows are compared as the paper compares them by a paired per-question difference of MRR@10
+with a 95% interval; an interval that contains 0 is reported as "within noise". With several seeds
+the table shows the mean and ± half the range, the differences average each question over the seeds
+and list each seed's, and seeds that differ in sign are reported as such.
 
 Layout of `OUTPUT/`: `runs/rocketqa-seedS/` (a pipeline run), `runs/undenoised-seedS/`,
-`runs/cross-batch-seedS/`, `ablation.json`, `ablation.md`, `ablation.png`, `threshold_sweep.json`.
+`runs/cross-batch-seedS/`, `runs/large-batch-seedS/`, `ablation.json`, `ablation.md`, `ablation.png`, `threshold_sweep.json`.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ class AblationConfig:
     # top-k, and on the reciprocal-rank fusion of M_D2 and BM25 (a hybrid first stage)
     rerank_bm25: bool = True
     cross_batch_processes: int = 2
+    # >0: a row for M_D0 trained with this many questions per batch on one device by GradCache
+    # (sub-batches of large_batch_chunk): RocketQA's larger batch without its 8 GPUs
+    large_batch: int = 0
+    large_batch_chunk: int = 32
     base_model: str = ""
     threshold_sweep: bool = True  # dev-only check of the thresholds (no retraining)
     neg_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
@@ -337,24 +344,47 @@ def undenoised_run(data: str, ds: Dataset, main: Path, target: Path, config: Pip
 
 def cross_batch_run(data: str, target: Path, config: PipelineConfig, processes: int) -> Path:
     """M_D0 trained with `processes` torchrun processes (gloo on CPU), each holding the in-batch row's batch."""
+    return train_dual_run(data, target, config, processes=processes, what="cross-batch")
+
+
+def large_batch_run(data: str, target: Path, config: PipelineConfig, batch_size: int, chunk: int) -> Path:
+    """M_D0 trained in one process with a global batch of `batch_size` questions, by GradCache in
+    sub-batches of `chunk` (the same gradients as one step over the whole batch, in bounded memory)."""
+    return train_dual_run(data, target, config, batch_size=batch_size, grad_cache_chunk=chunk, what="large-batch")
+
+
+def train_dual_run(
+    data: str,
+    target: Path,
+    config: PipelineConfig,
+    processes: int = 1,
+    batch_size: int = 0,
+    grad_cache_chunk: int = 0,
+    what: str = "dual-encoder",
+) -> Path:
+    """M_D0 with step 1's settings, trained by `python -m engine train-dual` in a subprocess (under
+    torchrun when processes > 1); `batch_size` 0 = step 1's batch per process. A finished model is reused."""
     if (target / "model" / "dual_encoder.json").is_file() and (target / "metrics.json").is_file():
-        log.info("cross-batch model exists in %s: reused", target)
+        log.info("%s model exists in %s: reused", what, target)
         return target
     c = config.step1
     threads = max(1, (config.num_threads or os.cpu_count() or 2) // processes)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        *(launcher if processes > 1 else [sys.executable]),
         "-m", "engine", "train-dual", "--data", str(data), "--split", config.train_split, "--output", str(target),
-        "--model", config.dual.model, "--epochs", str(c.epochs), "--batch-size", str(c.batch_size * processes),
+        "--model", config.dual.model, "--epochs", str(c.epochs), "--batch-size", str(batch_size or c.batch_size * processes),
         "--lr", str(c.learning_rate), "--hard-negatives", "0", "--temperature", str(c.temperature),
         "--seed", str(c.seed), "--threads", str(threads),
         "--query-max-length", str(config.dual.query_max_length), "--passage-max-length", str(config.dual.passage_max_length),
     ]  # fmt: skip
+    if grad_cache_chunk:
+        cmd += ["--grad-cache-chunk", str(grad_cache_chunk)]
     if config.freeze_word_embeddings:
         cmd.append("--freeze-word-embeddings")
     if c.max_steps:
         cmd += ["--max-steps", str(c.max_steps)]
-    log.info("cross-batch run: %s", " ".join(cmd))
+    log.info("%s run: %s", what, " ".join(cmd))
     target.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with (target / "train.log").open("w") as logf:
@@ -362,7 +392,7 @@ def cross_batch_run(data: str, target: Path, config: PipelineConfig, processes: 
             cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1]
         )
     if proc.returncode != 0:
-        raise RuntimeError(f"cross-batch training failed (exit {proc.returncode}); see {target / 'train.log'}")
+        raise RuntimeError(f"{what} training failed (exit {proc.returncode}); see {target / 'train.log'}")
     return target
 
 
@@ -488,6 +518,12 @@ def run_ablation(
         t0 = time.perf_counter()
         cb = cross_batch_run(str(data), out / "runs" / f"cross-batch-seed{seed}", cfg, ab.cross_batch_processes)
         timing[f"cross-batch seed {seed}"] = time.perf_counter() - t0
+        if ab.large_batch:
+            t0 = time.perf_counter()
+            lb = large_batch_run(
+                str(data), out / "runs" / f"large-batch-seed{seed}", cfg, ab.large_batch, ab.large_batch_chunk
+            )
+            timing[f"large batch seed {seed}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         und = undenoised_run(str(data), ds, main, out / "runs" / f"undenoised-seed{seed}", cfg)
         timing[f"undenoised seed {seed}"] = time.perf_counter() - t0
@@ -500,6 +536,9 @@ def run_ablation(
         add("in-batch negatives (M_D0)", dense(main, main / STEP_DIRS[1] / "model"), _train_seconds(main, 1))
         cb_secs = json.loads((cb / "metrics.json").read_text()).get("train", {}).get("seconds")
         add(f"cross-batch negatives ({ab.cross_batch_processes} processes)", dense(cb, cb / "model"), cb_secs)
+        if ab.large_batch:
+            lb_secs = json.loads((lb / "metrics.json").read_text()).get("train", {}).get("seconds")
+            add(_large_batch_row(ab), dense(lb, lb / "model"), lb_secs)
         add("hard negatives, undenoised", dense(und, und / STEP_DIRS[3] / "model"), _train_seconds(und, 3))
         add("hard negatives, denoised (M_D1)", dense(main, main / STEP_DIRS[3] / "model"), _train_seconds(main, 3))
         m2 = DualEncoder.load(main / STEP_DIRS[4] / "model")
@@ -571,6 +610,8 @@ def run_ablation(
         "+ data augmentation (M_D2)",
     }
     trained.add(f"cross-batch negatives ({ab.cross_batch_processes} processes)")
+    if ab.large_batch:
+        trained.add(_large_batch_row(ab))
     rows = []
     for name, rs in results.items():
         mean = {m: float(np.mean([r.metrics[m] for r in rs])) for m in METRICS if all(m in r.metrics for r in rs)}
@@ -589,6 +630,10 @@ def run_ablation(
     (out / "ablation.md").write_text(table.markdown())
     plot(table, out / "ablation.png")
     return table
+
+
+def _large_batch_row(ab: AblationConfig) -> str:
+    return f"GradCache, batch {ab.large_batch} on one process (in-batch negatives)"
 
 
 def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds: int) -> list[str]:
@@ -610,6 +655,7 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
 
     pairs = [
         ("cross-batch", "in-batch"),
+        ("GradCache", "in-batch"),
         ("hard negatives, undenoised", "in-batch"),
         ("hard negatives, denoised", "hard negatives, undenoised"),
         ("hard negatives, denoised", "in-batch"),

@@ -245,6 +245,8 @@ def ablation_config(args: argparse.Namespace):
     from engine.ablation import AblationConfig
 
     _check_grid(args)
+    if args.large_batch < 0:
+        raise ValueError(f"--large-batch must be 0 (no row) or a number of questions, got {args.large_batch}")
     return AblationConfig(
         preset=args.preset,
         seeds=tuple(range(13, 13 + args.seeds)),
@@ -254,6 +256,7 @@ def ablation_config(args: argparse.Namespace):
         rerank_bm25=not args.no_rerank_bm25,
         rerank_onnx=args.rerank_onnx,
         cross_batch_processes=args.processes,
+        large_batch=args.large_batch,
         base_model=args.base_model or "",
         threshold_sweep=not args.no_threshold_sweep,
         cross_max_length=args.cross_max_length,
@@ -388,5 +391,13 @@ def add_parser(subparsers) -> None:
     )
     _add_pos_threshold_from_dev(a, "must match a --reuse-run's")
     _add_pos_threshold_grid(a)
+    a.add_argument(
+        "--large-batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add a row: M_D0 with N questions per batch on one process by GradCache (sub-batches of 32), "
+        "e.g. 128; 0 = no such row",
+    )
     _add_cross_loss(a)
     a.set_defaults(func=cmd_ablation)

@@ -356,6 +356,26 @@ def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
         rerank_weight_on_dev(tmp_path / "run", dual, ce, ds, "train", AblationConfig(rerank_depth=3), hybrid=True)
 
 
+def test_large_batch_row_trains_m_d0_by_gradcache_in_one_process_and_is_reused(tmp_path, tiny_beir, tiny_config):
+    from engine.ablation import large_batch_run
+    from engine.cli import build_parser
+    from engine.pipeline_cli import ablation_config
+
+    target = large_batch_run(str(tiny_beir), tmp_path / "large-batch-seed13", tiny_config, 4, 2)
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert (metrics["config"]["batch_size"], metrics["config"]["grad_cache_chunk"]) == (4, 2)
+    assert metrics["world_size"] == 1 and metrics["config"]["hard_negatives_per_question"] == 0
+    assert metrics["config"]["learning_rate"] == tiny_config.step1.learning_rate
+    stamp = (target / "metrics.json").stat().st_mtime_ns
+    assert large_batch_run(str(tiny_beir), target, tiny_config, 4, 2) == target  # reused, not retrained
+    assert (target / "metrics.json").stat().st_mtime_ns == stamp
+    ablation = ["ablation", "--data", "d", "--output", "o"]
+    assert ablation_config(build_parser().parse_args(ablation)).large_batch == 0
+    assert ablation_config(build_parser().parse_args([*ablation, "--large-batch", "128"])).large_batch == 128
+    with pytest.raises(ValueError, match="--large-batch"):
+        ablation_config(build_parser().parse_args([*ablation, "--large-batch", "-1"]))
+
+
 def test_ablation_table_noise_notes_and_plot(tmp_path):
     from engine.ablation import AblationRow, AblationTable, _noise_notes, plot
     from engine.metrics import evaluate_rankings
@@ -367,9 +387,11 @@ def test_ablation_table_noise_notes_and_plot(tmp_path):
     results = {
         "in-batch negatives (M_D0)": [evaluate_rankings(half, qrels)],
         "cross-batch negatives (2 processes)": [evaluate_rankings(good, qrels)],
+        "GradCache, batch 128 on one process (in-batch negatives)": [evaluate_rankings(good, qrels)],
         "hard negatives, undenoised": [evaluate_rankings(same, qrels)],
     }
     notes = _noise_notes(results, list(qrels), 1)
+    assert any(n.startswith("'GradCache, batch 128 on one process (in-batch negatives)' vs 'in-batch") for n in notes)
     assert any(
         "'cross-batch negatives (2 processes)' vs 'in-batch negatives (M_D0)': MRR@10 +25.00" in n and "better" in n
         for n in notes
