@@ -7,6 +7,8 @@ Rows (evaluated on the test split; thresholds fixed to the paper's values or cho
   the in-batch row's batch, so every question sees N times as many passages);
 - optionally (`large_batch`), in-batch negatives with a larger batch on one process by GradCache
   (the same gradients as one step over the whole batch, in bounded memory);
+- optionally (`inverse_cloze`), M_D0 trained on the labelled questions plus inverse-cloze
+  pseudo-queries from the training articles' passages (engine.inverse_cloze; not in the paper);
 - hard negatives without denoising (step 3 with `denoise=False`, from the same M_D0);
 - with denoising (M_D1), with augmentation (M_D2);
 - reference: M_D2 + cross-encoder re-ranking of the top-`rerank_depth` (optionally on a seeded
@@ -22,7 +24,7 @@ the table shows the mean and ± half the range, the differences average each que
 and list each seed's, and seeds that differ in sign are reported as such.
 
 Layout of `OUTPUT/`: `runs/rocketqa-seedS/` (a pipeline run), `runs/undenoised-seedS/`,
-`runs/cross-batch-seedS/`, `runs/large-batch-seedS/`, `ablation.json`, `ablation.md`, `ablation.png`, `threshold_sweep.json`.
+`runs/cross-batch-seedS/`, `runs/large-batch-seedS/`, `runs/inverse-cloze-seedS/`, `ablation.json`, `ablation.md`, `ablation.png`, `threshold_sweep.json`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class AblationConfig:
     # (sub-batches of large_batch_chunk): RocketQA's larger batch without its 8 GPUs
     large_batch: int = 0
     large_batch_chunk: int = 32
+    # >0: a row for M_D0 trained also on this many inverse-cloze pseudo-queries per passage of the
+    # training articles (one pass over questions and pseudo-queries together)
+    inverse_cloze: int = 0
     base_model: str = ""
     threshold_sweep: bool = True  # dev-only check of the thresholds (no retraining)
     neg_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
@@ -353,6 +358,12 @@ def large_batch_run(data: str, target: Path, config: PipelineConfig, batch_size:
     return train_dual_run(data, target, config, batch_size=batch_size, grad_cache_chunk=chunk, what="large-batch")
 
 
+def inverse_cloze_run(data: str, target: Path, config: PipelineConfig, per_passage: int) -> Path:
+    """M_D0 with step 1's settings trained on the labelled questions plus `per_passage` inverse-cloze
+    pseudo-queries per passage in `config.inverse_cloze.scope` (generated with its seed)."""
+    return train_dual_run(data, target, config, inverse_cloze=per_passage, what="inverse-cloze")
+
+
 def train_dual_run(
     data: str,
     target: Path,
@@ -360,10 +371,12 @@ def train_dual_run(
     processes: int = 1,
     batch_size: int = 0,
     grad_cache_chunk: int = 0,
+    inverse_cloze: int = 0,
     what: str = "dual-encoder",
 ) -> Path:
     """M_D0 with step 1's settings, trained by `python -m engine train-dual` in a subprocess (under
-    torchrun when processes > 1); `batch_size` 0 = step 1's batch per process. A finished model is reused."""
+    torchrun when processes > 1); `batch_size` 0 = step 1's batch per process; `inverse_cloze` > 0
+    adds that many pseudo-queries per passage. A finished model is reused."""
     if (target / "model" / "dual_encoder.json").is_file() and (target / "metrics.json").is_file():
         log.info("%s model exists in %s: reused", what, target)
         return target
@@ -380,6 +393,8 @@ def train_dual_run(
     ]  # fmt: skip
     if grad_cache_chunk:
         cmd += ["--grad-cache-chunk", str(grad_cache_chunk)]
+    if inverse_cloze:
+        cmd += ["--inverse-cloze", str(inverse_cloze), "--inverse-cloze-scope", config.inverse_cloze.scope]
     if config.freeze_word_embeddings:
         cmd.append("--freeze-word-embeddings")
     if c.max_steps:
@@ -524,6 +539,10 @@ def run_ablation(
                 str(data), out / "runs" / f"large-batch-seed{seed}", cfg, ab.large_batch, ab.large_batch_chunk
             )
             timing[f"large batch seed {seed}"] = time.perf_counter() - t0
+        if ab.inverse_cloze:
+            t0 = time.perf_counter()
+            ic = inverse_cloze_run(str(data), out / "runs" / f"inverse-cloze-seed{seed}", cfg, ab.inverse_cloze)
+            timing[f"inverse cloze seed {seed}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         und = undenoised_run(str(data), ds, main, out / "runs" / f"undenoised-seed{seed}", cfg)
         timing[f"undenoised seed {seed}"] = time.perf_counter() - t0
@@ -539,6 +558,9 @@ def run_ablation(
         if ab.large_batch:
             lb_secs = json.loads((lb / "metrics.json").read_text()).get("train", {}).get("seconds")
             add(_large_batch_row(ab), dense(lb, lb / "model"), lb_secs)
+        if ab.inverse_cloze:
+            ic_secs = json.loads((ic / "metrics.json").read_text()).get("train", {}).get("seconds")
+            add(_inverse_cloze_row(ab), dense(ic, ic / "model"), ic_secs)
         add("hard negatives, undenoised", dense(und, und / STEP_DIRS[3] / "model"), _train_seconds(und, 3))
         add("hard negatives, denoised (M_D1)", dense(main, main / STEP_DIRS[3] / "model"), _train_seconds(main, 3))
         m2 = DualEncoder.load(main / STEP_DIRS[4] / "model")
@@ -612,6 +634,8 @@ def run_ablation(
     trained.add(f"cross-batch negatives ({ab.cross_batch_processes} processes)")
     if ab.large_batch:
         trained.add(_large_batch_row(ab))
+    if ab.inverse_cloze:
+        trained.add(_inverse_cloze_row(ab))
     rows = []
     for name, rs in results.items():
         mean = {m: float(np.mean([r.metrics[m] for r in rs])) for m in METRICS if all(m in r.metrics for r in rs)}
@@ -636,6 +660,10 @@ def _large_batch_row(ab: AblationConfig) -> str:
     return f"GradCache, batch {ab.large_batch} on one process (in-batch negatives)"
 
 
+def _inverse_cloze_row(ab: AblationConfig) -> str:
+    return f"M_D0 + inverse-cloze pseudo-queries ({ab.inverse_cloze} per training-article passage)"
+
+
 def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds: int) -> list[str]:
     """Paired per-question MRR@10 differences for the comparisons the paper makes and for the
     re-ranking rows, 95% interval, over the questions both rows evaluated. With several seeds each
@@ -656,6 +684,7 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
     pairs = [
         ("cross-batch", "in-batch"),
         ("GradCache", "in-batch"),
+        ("M_D0 + inverse-cloze", "in-batch"),
         ("hard negatives, undenoised", "in-batch"),
         ("hard negatives, denoised", "hard negatives, undenoised"),
         ("hard negatives, denoised", "in-batch"),

@@ -33,6 +33,7 @@ from engine.augment import AugmentConfig
 from engine.cross_encoder import CrossEncoderConfig
 from engine.denoise import DenoiseConfig
 from engine.dual_encoder import DualEncoderConfig
+from engine.inverse_cloze import InverseClozeConfig
 from engine.train_cross import CrossTrainConfig
 from engine.train_dual import DualTrainConfig
 
@@ -60,6 +61,8 @@ class PipelineConfig:
     dual: DualEncoderConfig = field(default_factory=DualEncoderConfig)  # base model + lengths of every dual-encoder
     cross: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)  # base model + length of M_C
     step1: DualTrainConfig = field(default_factory=DualTrainConfig)  # M_D0: in-batch / cross-batch negatives only
+    # step 1 also trains on inverse-cloze pseudo-queries made from passage text (not in the paper; off)
+    inverse_cloze: InverseClozeConfig = field(default_factory=InverseClozeConfig)
     ce_sampling: CrossSamplingConfig = field(default_factory=CrossSamplingConfig)
     step2: CrossTrainConfig = field(default_factory=CrossTrainConfig)  # M_C
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
@@ -222,11 +225,14 @@ def with_step_overrides(
     pos_precision_target: float = 0.0,
     cross_loss: str = "",
     pos_threshold_grid: tuple[float, ...] = (),
+    inverse_cloze: int = 0,
+    inverse_cloze_scope: str = "",
 ) -> PipelineConfig:
     """The command-line overrides `pipeline run` and `ablation` share (0 / None / "" = keep the
     preset's): the cross-encoder's tokens per pair, step 4's positive threshold, the dev precision
     that chooses that threshold instead (`AugmentConfig.pos_precision_target`), step 2's loss
-    (`CrossTrainConfig.loss`) and the thresholds that choice may pick from (`pos_threshold_grid`)."""
+    (`CrossTrainConfig.loss`), the thresholds that choice may pick from (`pos_threshold_grid`) and
+    step 1's inverse-cloze pseudo-queries per passage and their scope (`InverseClozeConfig`)."""
     if cross_loss:
         config = replace(config, step2=replace(config.step2, loss=cross_loss))
     if cross_max_length:
@@ -237,4 +243,8 @@ def with_step_overrides(
         config = replace(config, augment=replace(config.augment, pos_precision_target=pos_precision_target))
     if pos_threshold_grid:
         config = replace(config, augment=replace(config.augment, pos_threshold_grid=tuple(pos_threshold_grid)))
+    if inverse_cloze:
+        config = replace(config, inverse_cloze=replace(config.inverse_cloze, per_passage=inverse_cloze))
+    if inverse_cloze_scope:
+        config = replace(config, inverse_cloze=replace(config.inverse_cloze, scope=inverse_cloze_scope))
     return config

@@ -55,6 +55,7 @@ from engine.denoise import Candidate, Ranking, denoise_question, retrieve, score
 from engine.dual_encoder import DualEncoder
 from engine.examples import TrainExample, check_examples, read_examples, write_examples
 from engine.index import DenseIndex
+from engine.inverse_cloze import InverseClozeConfig, inverse_cloze_examples
 from engine.metrics import evaluate_rankings, has_answer
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _normalise(d: dict) -> dict:
 
 # config fields added after runs were made, with the value that reproduces what those runs did: a
 # run directory whose config.json lacks one reopens as if it held that value
-ADDED_FIELDS = {("step2", "loss"): "pointwise"}
+ADDED_FIELDS = {("step2", "loss"): "pointwise", ("inverse_cloze",): _normalise(asdict(InverseClozeConfig()))}
 
 
 def _with_added_fields(stored: dict) -> dict:
@@ -346,12 +347,16 @@ def _train_dual(run: Run, model: DualEncoder, examples: list[TrainExample], conf
 
 
 def step1_dual_encoder(run: Run) -> dict:
-    """M_D0: in-batch (one process) or cross-batch (torchrun) negatives, no hard negatives."""
+    """M_D0: in-batch (one process) or cross-batch (torchrun) negatives, no hard negatives; with
+    `inverse_cloze.per_passage` > 0 also inverse-cloze pseudo-queries (engine.inverse_cloze)."""
     d = _begin(run, 1)
     t0 = time.perf_counter()
     examples = labelled_examples(run.dataset, run.config.train_split)
+    pseudo = inverse_cloze_examples(run.corpus, examples, run.config.inverse_cloze)
+    if pseudo:
+        log.info("step 1: %d inverse-cloze pseudo-queries added to %d questions", len(pseudo), len(examples))
     model = DualEncoder.build(run.config.dual)
-    train = _train_dual(run, model, examples, run.config.step1, 1)
+    train = _train_dual(run, model, examples + pseudo, run.config.step1, 1)
     model.save(d / "model")
     t1 = time.perf_counter()
     metrics = evaluate_dual(run, model)
@@ -360,8 +365,17 @@ def step1_dual_encoder(run: Run) -> dict:
         "eval": round(time.perf_counter() - t1, 1),
         "total": round(time.perf_counter() - t0, 1),
     }
-    out = {"step": 1, "model": "M_D0", "train_questions": len(examples), **metrics, "train": train, "seconds": seconds}
-    _finish(run, 1, {"dual": asdict(run.config.dual), "train": asdict(run.config.step1)}, out)
+    out = {
+        "step": 1,
+        "model": "M_D0",
+        "train_questions": len(examples),
+        "pseudo_queries": len(pseudo),
+        **metrics,
+        "train": train,
+        "seconds": seconds,
+    }
+    config = {"dual": asdict(run.config.dual), "train": asdict(run.config.step1)}
+    _finish(run, 1, config | {"inverse_cloze": asdict(run.config.inverse_cloze)}, out)
     return out
 
 

@@ -59,6 +59,8 @@ def build_config(args: argparse.Namespace):
         args.pos_threshold_from_dev or 0.0,
         args.cross_loss or "",
         args.pos_threshold_grid or (),
+        args.inverse_cloze,
+        args.inverse_cloze_scope if args.inverse_cloze else "",
     )
 
 
@@ -126,6 +128,38 @@ def _cross_max_length(text: str) -> int:
     return value
 
 
+def _pseudo_queries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--inverse-cloze must be a whole number, got {text!r}") from None
+    if not 0 <= value <= 20:
+        raise argparse.ArgumentTypeError(
+            f"--inverse-cloze must be 0 (off) to 20 pseudo-queries per passage, got {value}"
+        )
+    return value
+
+
+def _add_inverse_cloze(parser: argparse.ArgumentParser, what: str) -> None:
+    from engine.inverse_cloze import SCOPES
+
+    parser.add_argument(
+        "--inverse-cloze",
+        type=_pseudo_queries,
+        default=0,
+        metavar="N",
+        help=f"{what} N inverse-cloze pseudo-queries per passage (a word span of one of its sentences; "
+        "not in the paper; docs/PIPELINE.md), e.g. 1; 0 = none",
+    )
+    parser.add_argument(
+        "--inverse-cloze-scope",
+        choices=SCOPES,
+        default="train-titles",
+        help="passages that get pseudo-queries: train-titles = the training articles (passages sharing a title "
+        "with a training positive; default), positives = training positives only, corpus = every passage",
+    )
+
+
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     from engine.pipeline import open_run, run_pipeline
 
@@ -173,6 +207,7 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     from engine.distributed import init_from_env, world
     from engine.dual_encoder import DualEncoder, DualEncoderConfig
     from engine.examples import read_examples
+    from engine.inverse_cloze import InverseClozeConfig, inverse_cloze_examples
     from engine.pipeline import labelled_examples
     from engine.readers import load_any
     from engine.train_dual import DualTrainConfig, train_dual_encoder
@@ -183,6 +218,11 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
         logging.getLogger("engine").setLevel(logging.INFO)
     ds = load_any(args.data)
     examples = read_examples(args.examples) if args.examples else labelled_examples(ds, args.split)
+    pseudo = inverse_cloze_examples(
+        ds.corpus, examples, InverseClozeConfig(per_passage=args.inverse_cloze, scope=args.inverse_cloze_scope)
+    )
+    if pseudo and w.is_main:
+        log.info("%d inverse-cloze pseudo-queries added to %d examples", len(pseudo), len(examples))
     if args.model and Path(args.model, "dual_encoder.json").is_file():
         model = DualEncoder.load(args.model)
     else:
@@ -210,7 +250,7 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
         from engine.pipeline import freeze_word_embeddings
 
         freeze_word_embeddings(model)
-    result = train_dual_encoder(model, examples, ds.corpus, config)
+    result = train_dual_encoder(model, examples + pseudo, ds.corpus, config)
     if not w.is_main:
         return 0
     out_dir = Path(args.output)
@@ -220,6 +260,8 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     summary = {
         "world_size": w.size,
         "examples": len(examples),
+        "pseudo_queries": len(pseudo),
+        "inverse_cloze_scope": args.inverse_cloze_scope if pseudo else None,
         "config": config.__dict__,
         "train": _train_summary(result),
     }
@@ -257,6 +299,7 @@ def ablation_config(args: argparse.Namespace):
         rerank_onnx=args.rerank_onnx,
         cross_batch_processes=args.processes,
         large_batch=args.large_batch,
+        inverse_cloze=args.inverse_cloze,
         base_model=args.base_model or "",
         threshold_sweep=not args.no_threshold_sweep,
         cross_max_length=args.cross_max_length,
@@ -317,6 +360,7 @@ def add_parser(subparsers) -> None:
     _add_pos_threshold_from_dev(r, "kept when none does")
     _add_pos_threshold_grid(r)
     _add_cross_loss(r)
+    _add_inverse_cloze(r, "step 1 also trains on")
     r.set_defaults(func=cmd_pipeline_run)
 
     s = sub.add_parser("summary", help="counts per decision and how often each was right (gold / answers)")
@@ -350,6 +394,7 @@ def add_parser(subparsers) -> None:
         "--freeze-word-embeddings", action="store_true", help="do not train the word-embedding matrix (CPU lever)"
     )
     t.add_argument("--eval-split", default=None, help="evaluate the trained model on this split (rank 0)")
+    _add_inverse_cloze(t, "also train on")
     t.set_defaults(func=cmd_train_dual)
 
     a = subparsers.add_parser(
@@ -400,4 +445,12 @@ def add_parser(subparsers) -> None:
         "e.g. 128; 0 = no such row",
     )
     _add_cross_loss(a)
+    a.add_argument(
+        "--inverse-cloze",
+        type=_pseudo_queries,
+        default=0,
+        metavar="N",
+        help="add a row: M_D0 also trained on N inverse-cloze pseudo-queries per training-article passage "
+        "(not in the paper), e.g. 1; 0 = no such row",
+    )
     a.set_defaults(func=cmd_ablation)

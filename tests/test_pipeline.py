@@ -173,6 +173,33 @@ def test_a_run_made_before_a_config_field_existed_reopens_with_its_old_behaviour
     listwise = replace(tiny_config, step2=replace(tiny_config.step2, loss="listwise"))
     with pytest.raises(PipelineError, match="another config.*step2.loss: 'pointwise' -> 'listwise'"):
         open_run("small", tmp_path / "r", listwise, dataset=small_dataset())
+    del meta["config"]["inverse_cloze"]  # as written before step 1 had pseudo-queries: it had none
+    (tmp_path / "r" / "config.json").write_text(json.dumps(meta))
+    open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
+    pseudo = replace(tiny_config, inverse_cloze=replace(tiny_config.inverse_cloze, per_passage=1))
+    with pytest.raises(PipelineError, match="another config.*inverse_cloze.per_passage: 0 -> 1"):
+        open_run("small", tmp_path / "r", pseudo, dataset=small_dataset())
+
+
+def test_step1_trains_on_inverse_cloze_pseudo_queries_of_the_training_articles(tmp_path, tiny_beir, tiny_config):
+    from engine.inverse_cloze import inverse_cloze_examples
+    from engine.readers import load_any
+
+    ds = load_any(str(tiny_beir))
+    config = replace(tiny_config, inverse_cloze=replace(tiny_config.inverse_cloze, per_passage=1))
+    config = replace(config, step1=replace(config.step1, max_steps=0))  # one whole epoch: every example seen
+    run = open_run(str(tiny_beir), tmp_path / "run", config, dataset=ds)
+    run_pipeline(run, [1])
+    metrics = json.loads((tmp_path / "run" / STEP_DIRS[1] / "metrics.json").read_text())
+    pseudo = inverse_cloze_examples(ds.corpus, labelled_examples(ds, "train"), config.inverse_cloze)
+    # the training questions' articles (Honeybee, Lighthouse): their passages, one pseudo-query each
+    assert sorted(e.positives[0] for e in pseudo) == sorted(
+        p.id for p in ds.corpus if p.title in ("Honeybee", "Lighthouse")
+    )
+    assert (metrics["train_questions"], metrics["pseudo_queries"]) == (2, len(pseudo))
+    assert metrics["train"]["examples_seen"] == 2 + len(pseudo)
+    step_config = json.loads((tmp_path / "run" / STEP_DIRS[1] / "config.json").read_text())
+    assert step_config["inverse_cloze"]["per_passage"] == 1
 
 
 def test_question_without_positive_is_skipped_with_a_log(caplog):
@@ -371,9 +398,42 @@ def test_large_batch_row_trains_m_d0_by_gradcache_in_one_process_and_is_reused(t
     assert (target / "metrics.json").stat().st_mtime_ns == stamp
     ablation = ["ablation", "--data", "d", "--output", "o"]
     assert ablation_config(build_parser().parse_args(ablation)).large_batch == 0
+    assert ablation_config(build_parser().parse_args([*ablation, "--inverse-cloze", "1"])).inverse_cloze == 1
     assert ablation_config(build_parser().parse_args([*ablation, "--large-batch", "128"])).large_batch == 128
     with pytest.raises(ValueError, match="--large-batch"):
         ablation_config(build_parser().parse_args([*ablation, "--large-batch", "-1"]))
+
+
+def test_inverse_cloze_row_trains_m_d0_on_questions_and_pseudo_queries_and_is_reused(tmp_path, tiny_beir, tiny_config):
+    from engine.ablation import inverse_cloze_run
+
+    config = replace(tiny_config, inverse_cloze=replace(tiny_config.inverse_cloze, scope="corpus"))
+    target = inverse_cloze_run(str(tiny_beir), tmp_path / "inverse-cloze-seed13", config, 1)
+    metrics = json.loads((target / "metrics.json").read_text())
+    # the scope reaches the subprocess: one pseudo-query per passage of the whole corpus
+    assert (metrics["examples"], metrics["pseudo_queries"], metrics["inverse_cloze_scope"]) == (2, 8, "corpus")
+    assert metrics["config"]["hard_negatives_per_question"] == 0 and metrics["world_size"] == 1
+    stamp = (target / "metrics.json").stat().st_mtime_ns
+    assert inverse_cloze_run(str(tiny_beir), target, config, 1) == target  # reused, not retrained
+    assert (target / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_inverse_cloze_arguments(capsys):
+    from engine.cli import build_parser
+    from engine.pipeline_cli import build_config
+
+    base = ["pipeline", "run", "--data", "d", "--output", "o", "--preset", "cpu"]
+    assert build_config(build_parser().parse_args(base)).inverse_cloze.per_passage == 0  # off by default
+    config = build_config(build_parser().parse_args([*base, "--inverse-cloze", "2"])).inverse_cloze
+    assert (config.per_passage, config.scope) == (2, "train-titles")
+    args = [*base, "--inverse-cloze", "1", "--inverse-cloze-scope", "corpus"]
+    assert build_config(build_parser().parse_args(args)).inverse_cloze.scope == "corpus"
+    for bad in (["--inverse-cloze", "-1"], ["--inverse-cloze", "many"], ["--inverse-cloze-scope", "test"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, *bad])
+        assert bad[0] in capsys.readouterr().err
+    train = build_parser().parse_args(["train-dual", "--data", "d", "--output", "o", "--inverse-cloze", "1"])
+    assert (train.inverse_cloze, train.inverse_cloze_scope) == (1, "train-titles")
 
 
 def test_ablation_table_noise_notes_and_plot(tmp_path):
@@ -388,9 +448,15 @@ def test_ablation_table_noise_notes_and_plot(tmp_path):
         "in-batch negatives (M_D0)": [evaluate_rankings(half, qrels)],
         "cross-batch negatives (2 processes)": [evaluate_rankings(good, qrels)],
         "GradCache, batch 128 on one process (in-batch negatives)": [evaluate_rankings(good, qrels)],
+        "M_D0 + inverse-cloze pseudo-queries (1 per training-article passage)": [evaluate_rankings(same, qrels)],
         "hard negatives, undenoised": [evaluate_rankings(same, qrels)],
     }
     notes = _noise_notes(results, list(qrels), 1)
+    assert any(
+        n.startswith("'M_D0 + inverse-cloze pseudo-queries (1 per training-article passage)' vs 'in-batch negatives")
+        and "+25.00" in n
+        for n in notes
+    )
     assert any(n.startswith("'GradCache, batch 128 on one process (in-batch negatives)' vs 'in-batch") for n in notes)
     assert any(
         "'cross-batch negatives (2 processes)' vs 'in-batch negatives (M_D0)': MRR@10 +25.00" in n and "better" in n
