@@ -60,7 +60,7 @@ def build_config(args: argparse.Namespace):
         args.cross_loss or "",
         args.pos_threshold_grid or (),
         args.inverse_cloze,
-        args.inverse_cloze_scope if args.inverse_cloze else "",
+        _inverse_cloze_scope(args),
     )
 
 
@@ -140,6 +140,13 @@ def _pseudo_queries(text: str) -> int:
     return value
 
 
+def _inverse_cloze_scope(args: argparse.Namespace) -> str:
+    """The scope asked for ("" = the default), refused without pseudo-queries to apply it to."""
+    if args.inverse_cloze_scope and not args.inverse_cloze:
+        raise ValueError("--inverse-cloze-scope only matters with --inverse-cloze N (N > 0 pseudo-queries per passage)")
+    return args.inverse_cloze_scope or ""
+
+
 def _add_inverse_cloze(parser: argparse.ArgumentParser, what: str) -> None:
     from engine.inverse_cloze import SCOPES
 
@@ -154,7 +161,7 @@ def _add_inverse_cloze(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--inverse-cloze-scope",
         choices=SCOPES,
-        default="train-titles",
+        default=None,
         help="passages that get pseudo-queries: train-titles = the training articles (passages sharing a title "
         "with a training positive; default), positives = training positives only, corpus = every passage",
     )
@@ -216,10 +223,11 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     w = world()
     if w.is_main:
         logging.getLogger("engine").setLevel(logging.INFO)
+    scope = _inverse_cloze_scope(args) or InverseClozeConfig.scope  # refused before any loading
     ds = load_any(args.data)
     examples = read_examples(args.examples) if args.examples else labelled_examples(ds, args.split)
     pseudo = inverse_cloze_examples(
-        ds.corpus, examples, InverseClozeConfig(per_passage=args.inverse_cloze, scope=args.inverse_cloze_scope)
+        ds.corpus, examples, InverseClozeConfig(per_passage=args.inverse_cloze, scope=scope)
     )
     if pseudo and w.is_main:
         log.info("%d inverse-cloze pseudo-queries added to %d examples", len(pseudo), len(examples))
@@ -261,7 +269,7 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
         "world_size": w.size,
         "examples": len(examples),
         "pseudo_queries": len(pseudo),
-        "inverse_cloze_scope": args.inverse_cloze_scope if pseudo else None,
+        "inverse_cloze_scope": scope if pseudo else None,
         "config": config.__dict__,
         "train": _train_summary(result),
     }

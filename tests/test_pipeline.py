@@ -432,8 +432,10 @@ def test_inverse_cloze_arguments(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, *bad])
         assert bad[0] in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--inverse-cloze-scope only matters with --inverse-cloze"):
+        build_config(build_parser().parse_args([*base, "--inverse-cloze-scope", "corpus"]))
     train = build_parser().parse_args(["train-dual", "--data", "d", "--output", "o", "--inverse-cloze", "1"])
-    assert (train.inverse_cloze, train.inverse_cloze_scope) == (1, "train-titles")
+    assert (train.inverse_cloze, train.inverse_cloze_scope) == (1, None)  # None: the default scope, train-titles
 
 
 def test_ablation_table_noise_notes_and_plot(tmp_path):
