@@ -377,16 +377,29 @@ def train_dual_run(
     """M_D0 with step 1's settings, trained by `python -m engine train-dual` in a subprocess (under
     torchrun when processes > 1); `batch_size` 0 = step 1's batch per process; `inverse_cloze` > 0
     adds that many pseudo-queries per passage. A finished model is reused."""
+    c = config.step1
+    batch = batch_size or c.batch_size * processes
     if (target / "model" / "dual_encoder.json").is_file() and (target / "metrics.json").is_file():
+        done = json.loads((target / "metrics.json").read_text())
+        wanted = {"batch_size": batch, "grad_cache_chunk": grad_cache_chunk, "seed": c.seed, "epochs": c.epochs}
+        differ = [f"{k} {done['config'].get(k)} != {v}" for k, v in wanted.items() if done["config"].get(k) != v]
+        if done.get("inverse_cloze", 0) != inverse_cloze:
+            differ.append(f"inverse_cloze {done.get('inverse_cloze', 0)} != {inverse_cloze}")
+        if done.get("world_size", 1) != processes:
+            differ.append(f"processes {done.get('world_size', 1)} != {processes}")
+        if differ:
+            raise RuntimeError(
+                f"{target} holds a {what} model trained with other settings ({', '.join(differ)}): "
+                "remove it or use another --output"
+            )
         log.info("%s model exists in %s: reused", what, target)
         return target
-    c = config.step1
     threads = max(1, (config.num_threads or os.cpu_count() or 2) // processes)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     cmd = [
         *(launcher if processes > 1 else [sys.executable]),
         "-m", "engine", "train-dual", "--data", str(data), "--split", config.train_split, "--output", str(target),
-        "--model", config.dual.model, "--epochs", str(c.epochs), "--batch-size", str(batch_size or c.batch_size * processes),
+        "--model", config.dual.model, "--epochs", str(c.epochs), "--batch-size", str(batch),
         "--lr", str(c.learning_rate), "--hard-negatives", "0", "--temperature", str(c.temperature),
         "--seed", str(c.seed), "--threads", str(threads),
         "--query-max-length", str(config.dual.query_max_length), "--passage-max-length", str(config.dual.passage_max_length),

@@ -268,6 +268,7 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     summary = {
         "world_size": w.size,
         "examples": len(examples),
+        "inverse_cloze": args.inverse_cloze,  # pseudo-queries per passage asked for
         "pseudo_queries": len(pseudo),
         "inverse_cloze_scope": scope if pseudo else None,
         "config": config.__dict__,

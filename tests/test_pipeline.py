@@ -396,6 +396,8 @@ def test_large_batch_row_trains_m_d0_by_gradcache_in_one_process_and_is_reused(t
     stamp = (target / "metrics.json").stat().st_mtime_ns
     assert large_batch_run(str(tiny_beir), target, tiny_config, 4, 2) == target  # reused, not retrained
     assert (target / "metrics.json").stat().st_mtime_ns == stamp
+    with pytest.raises(RuntimeError, match="other settings.*batch_size 4 != 8"):  # never reused for another row
+        large_batch_run(str(tiny_beir), target, tiny_config, 8, 2)
     ablation = ["ablation", "--data", "d", "--output", "o"]
     assert ablation_config(build_parser().parse_args(ablation)).large_batch == 0
     assert ablation_config(build_parser().parse_args([*ablation, "--inverse-cloze", "1"])).inverse_cloze == 1
@@ -416,6 +418,8 @@ def test_inverse_cloze_row_trains_m_d0_on_questions_and_pseudo_queries_and_is_re
     stamp = (target / "metrics.json").stat().st_mtime_ns
     assert inverse_cloze_run(str(tiny_beir), target, config, 1) == target  # reused, not retrained
     assert (target / "metrics.json").stat().st_mtime_ns == stamp
+    with pytest.raises(RuntimeError, match="other settings.*inverse_cloze 1 != 2"):
+        inverse_cloze_run(str(tiny_beir), target, config, 2)
 
 
 def test_inverse_cloze_arguments(capsys):
