@@ -56,7 +56,8 @@ def sentences(text: str, min_words: int) -> list[str]:
 
 
 def pseudo_query(sentence: str, rng: random.Random, config: InverseClozeConfig) -> str:
-    """A random span of the sentence with some words dropped (never empty)."""
+    """A random span of the sentence with some words dropped (at least one word is kept; the
+    result is empty only when the kept words are all punctuation, which callers skip)."""
     words = sentence.split()
     length = rng.randint(config.min_words, config.max_words)
     start = rng.randint(0, max(0, len(words) - length))
