@@ -31,7 +31,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--loss", choices=["pointwise", "listwise"], default=None, help="step 2's loss (default: the run's)")
     p.add_argument("--epochs", type=int, default=None, help="step 2's epochs (default: the run's)")
+    p.add_argument(
+        "--top-negatives",
+        type=int,
+        default=None,
+        help="negatives per positive drawn from M_D0's top-k (ce_sampling.negatives_per_positive; default: the run's)",
+    )
+    p.add_argument(
+        "--random-negatives",
+        type=int,
+        default=None,
+        help="random negatives per positive (ce_sampling.random_negatives_per_positive; default: the run's)",
+    )
+    p.add_argument(
+        "--inverse-cloze",
+        type=int,
+        default=None,
+        help="inverse-cloze pseudo-queries per passage added to step 2's questions (ce_sampling.inverse_cloze; "
+        "default: the run's)",
+    )
     p.add_argument("--questions", type=int, default=300, help="test questions re-ranked (seeded sample)")
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--seed", type=int, default=13)
@@ -147,6 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, step2=replace(config.step2, loss=args.loss))
     if args.epochs:
         config = replace(config, step2=replace(config.step2, epochs=args.epochs))
+    sampling = {
+        k: v
+        for k, v in (
+            ("negatives_per_positive", args.top_negatives),
+            ("random_negatives_per_positive", args.random_negatives),
+            ("inverse_cloze", args.inverse_cloze),
+        )
+        if v is not None
+    }
+    if sampling:
+        config = replace(config, ce_sampling=replace(config.ce_sampling, **sampling))
     ds = load_any(args.data)
     fresh = not (out / "config.json").is_file()
     run = open_run(args.data, out, config, ds)
@@ -161,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_loss": base.step2.loss,
         "epochs": config.step2.epochs,
         "baseline_epochs": base.step2.epochs,
+        "sampling": asdict(config.ce_sampling),
+        "baseline_sampling": asdict(base.ce_sampling),
     }
     report["step2_seconds"] = {
         "new": json.loads((out / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),

@@ -53,6 +53,14 @@ class CrossSamplingConfig:
     exclude_answer_negatives: bool = False
     max_questions: int = 0  # >0: train the CE on a seeded subset of the training questions (CPU budget)
     seed: int = 13
+    # inverse-cloze pseudo-queries per passage added to the CE's training questions (not in the paper;
+    # 0 = none), made with `PipelineConfig.inverse_cloze`'s other settings; their negatives are drawn
+    # like the questions' (from M_D0's top-k, then random); never held out for calibration
+    inverse_cloze: int = 0
+
+    def __post_init__(self) -> None:
+        if self.inverse_cloze < 0:
+            raise ValueError(f"ce_sampling.inverse_cloze must be >= 0, got {self.inverse_cloze}")
 
 
 @dataclass(frozen=True)
@@ -227,12 +235,14 @@ def with_step_overrides(
     pos_threshold_grid: tuple[float, ...] = (),
     inverse_cloze: int = 0,
     inverse_cloze_scope: str = "",
+    cross_inverse_cloze: int = 0,
 ) -> PipelineConfig:
     """The command-line overrides `pipeline run` and `ablation` share (0 / None / "" = keep the
     preset's): the cross-encoder's tokens per pair, step 4's positive threshold, the dev precision
     that chooses that threshold instead (`AugmentConfig.pos_precision_target`), step 2's loss
     (`CrossTrainConfig.loss`), the thresholds that choice may pick from (`pos_threshold_grid`) and
-    step 1's inverse-cloze pseudo-queries per passage and their scope (`InverseClozeConfig`)."""
+    step 1's inverse-cloze pseudo-queries per passage and their scope (`InverseClozeConfig`), and
+    step 2's (`CrossSamplingConfig.inverse_cloze`, the same scope)."""
     if cross_loss:
         config = replace(config, step2=replace(config.step2, loss=cross_loss))
     if cross_max_length:
@@ -247,4 +257,6 @@ def with_step_overrides(
         config = replace(config, inverse_cloze=replace(config.inverse_cloze, per_passage=inverse_cloze))
     if inverse_cloze_scope:
         config = replace(config, inverse_cloze=replace(config.inverse_cloze, scope=inverse_cloze_scope))
+    if cross_inverse_cloze:
+        config = replace(config, ce_sampling=replace(config.ce_sampling, inverse_cloze=cross_inverse_cloze))
     return config

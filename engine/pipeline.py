@@ -128,7 +128,11 @@ def _normalise(d: dict) -> dict:
 
 # config fields added after runs were made, with the value that reproduces what those runs did: a
 # run directory whose config.json lacks one reopens as if it held that value
-ADDED_FIELDS = {("step2", "loss"): "pointwise", ("inverse_cloze",): _normalise(asdict(InverseClozeConfig()))}
+ADDED_FIELDS = {
+    ("step2", "loss"): "pointwise",
+    ("inverse_cloze",): _normalise(asdict(InverseClozeConfig())),
+    ("ce_sampling", "inverse_cloze"): 0,
+}
 
 
 def _with_added_fields(stored: dict) -> dict:
@@ -380,7 +384,8 @@ def step1_dual_encoder(run: Run) -> dict:
 
 
 def step2_cross_encoder(run: Run) -> dict:
-    """M_C on (question, positive) and (question, random negative from M_D0's top-k) pairs."""
+    """M_C on (question, positive) and (question, random negative from M_D0's top-k) pairs;
+    `ce_sampling.inverse_cloze` > 0 adds inverse-cloze pseudo-queries, sampled alike, never held out."""
     from engine.train_cross import train_cross_encoder
 
     _require(run, 2, 1)
@@ -391,11 +396,17 @@ def step2_cross_encoder(run: Run) -> dict:
     rng = random.Random(cfg.seed)
     if 0 < cfg.max_questions < len(examples):
         examples = sorted(rng.sample(examples, cfg.max_questions), key=lambda e: e.question_id)
+    # inverse-cloze pseudo-queries (not in the paper), from the labelled questions' passages in scope
+    pseudo = inverse_cloze_examples(
+        run.corpus, examples, replace(run.config.inverse_cloze, per_passage=cfg.inverse_cloze)
+    )
     m0 = DualEncoder.load(run.step_dir(1) / "model")
     index = dense_index(run, m0)
-    rankings = retrieve(m0, index, [Question(e.question_id, e.question) for e in examples], cfg.top_k)
-    ce_examples, excluded = sample_ce_negatives(run, examples, rankings, rng)
-    write_examples(ce_examples, d / "train.jsonl")
+    both = [*examples, *pseudo]
+    rankings = retrieve(m0, index, [Question(e.question_id, e.question) for e in both], cfg.top_k)
+    sampled, excluded = sample_ce_negatives(run, both, rankings, rng)
+    ce_examples, ce_pseudo = sampled[: len(examples)], sampled[len(examples) :]
+    write_examples(sampled, d / "train.jsonl")
     t1 = time.perf_counter()
     ce = CrossEncoder.build(run.config.cross)
     if run.config.freeze_word_embeddings:
@@ -408,7 +419,7 @@ def step2_cross_encoder(run: Run) -> dict:
     train_cfg = replace(
         run.config.step2, negatives_per_positive=cfg.negatives_per_positive + cfg.random_negatives_per_positive
     )
-    result = train_cross_encoder(ce, ce_examples, run.corpus, train_cfg, progress=progress)
+    result = train_cross_encoder(ce, ce_examples, run.corpus, train_cfg, progress=progress, train_only=ce_pseudo)
     ce.save(d / "model")
     seconds = {
         "sample": round(t1 - t0, 1),
@@ -419,16 +430,18 @@ def step2_cross_encoder(run: Run) -> dict:
         "step": 2,
         "model": "M_C",
         "train_questions": len(ce_examples),
-        "train_pairs": sum(len(e.positives) + len(e.negatives) for e in ce_examples),
+        "pseudo_queries": len(ce_pseudo),
+        "train_pairs": sum(len(e.positives) + len(e.negatives) for e in sampled),
         "answer_bearing_negatives_excluded": excluded,
         "heldout": result.extra,
         "calibration": {"scale": ce.config.scale, "bias": ce.config.bias},
         "train": _train_summary(result),
         "seconds": seconds,
     }
-    _finish(
-        run, 2, {"cross": asdict(run.config.cross), "sampling": asdict(cfg), "train": asdict(run.config.step2)}, out
-    )
+    config = {"cross": asdict(run.config.cross), "sampling": asdict(cfg), "train": asdict(run.config.step2)}
+    if cfg.inverse_cloze:
+        config["inverse_cloze"] = asdict(replace(run.config.inverse_cloze, per_passage=cfg.inverse_cloze))
+    _finish(run, 2, config, out)
     return out
 
 

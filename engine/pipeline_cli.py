@@ -61,6 +61,7 @@ def build_config(args: argparse.Namespace):
         args.pos_threshold_grid or (),
         args.inverse_cloze,
         _inverse_cloze_scope(args),
+        args.cross_inverse_cloze,
     )
 
 
@@ -128,22 +129,26 @@ def _cross_max_length(text: str) -> int:
     return value
 
 
-def _pseudo_queries(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--inverse-cloze must be a whole number, got {text!r}") from None
-    if not 0 <= value <= 20:
-        raise argparse.ArgumentTypeError(
-            f"--inverse-cloze must be 0 (off) to 20 pseudo-queries per passage, got {value}"
-        )
-    return value
+def _pseudo_queries(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
+        if not 0 <= value <= 20:
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 (off) to 20 pseudo-queries per passage, got {value}")
+        return value
+
+    return parse
 
 
 def _inverse_cloze_scope(args: argparse.Namespace) -> str:
     """The scope asked for ("" = the default), refused without pseudo-queries to apply it to."""
-    if args.inverse_cloze_scope and not args.inverse_cloze:
-        raise ValueError("--inverse-cloze-scope only matters with --inverse-cloze N (N > 0 pseudo-queries per passage)")
+    if args.inverse_cloze_scope and not (args.inverse_cloze or getattr(args, "cross_inverse_cloze", 0)):
+        raise ValueError(
+            "--inverse-cloze-scope only matters with --inverse-cloze N or --cross-inverse-cloze N (N > 0 "
+            "pseudo-queries per passage)"
+        )
     return args.inverse_cloze_scope or ""
 
 
@@ -152,7 +157,7 @@ def _add_inverse_cloze(parser: argparse.ArgumentParser, what: str) -> None:
 
     parser.add_argument(
         "--inverse-cloze",
-        type=_pseudo_queries,
+        type=_pseudo_queries("--inverse-cloze"),
         default=0,
         metavar="N",
         help=f"{what} N inverse-cloze pseudo-queries per passage (a word span of one of its sentences; "
@@ -370,6 +375,15 @@ def add_parser(subparsers) -> None:
     _add_pos_threshold_grid(r)
     _add_cross_loss(r)
     _add_inverse_cloze(r, "step 1 also trains on")
+    r.add_argument(
+        "--cross-inverse-cloze",
+        type=_pseudo_queries("--cross-inverse-cloze"),
+        default=0,
+        metavar="N",
+        help="step 2's cross-encoder also trains on N inverse-cloze pseudo-queries per passage (the scope of "
+        "--inverse-cloze-scope; negatives drawn as for the questions; never held out for calibration; not in "
+        "the paper; docs/PIPELINE.md); 0 = none",
+    )
     r.set_defaults(func=cmd_pipeline_run)
 
     s = sub.add_parser("summary", help="counts per decision and how often each was right (gold / answers)")
@@ -456,7 +470,7 @@ def add_parser(subparsers) -> None:
     _add_cross_loss(a)
     a.add_argument(
         "--inverse-cloze",
-        type=_pseudo_queries,
+        type=_pseudo_queries("--inverse-cloze"),
         default=0,
         metavar="N",
         help="add a row: M_D0 also trained on N inverse-cloze pseudo-queries per training-article passage "

@@ -262,11 +262,15 @@ def train_cross_encoder(
     corpus: Corpus,
     config: CrossTrainConfig,
     progress: Callable[[float, str], None] | None = None,
+    train_only: Sequence[TrainExample] = (),
 ) -> TrainResult:
-    """Train, calibrate on held-out questions, mark trained. `model` is changed in place."""
+    """Train, calibrate on held-out questions, mark trained. `model` is changed in place.
+    `train_only` examples (e.g. inverse-cloze pseudo-queries) are trained on but never held out, so
+    the held-out metrics and the calibration stay those of real questions."""
     if not examples:
         raise ValueError("no training examples: the cross-encoder needs questions with positives")
     check_examples(examples, corpus)
+    check_examples(train_only, corpus)
     if config.loss not in ("pointwise", "listwise"):
         raise ValueError(f"unknown cross-encoder loss {config.loss!r} (use 'pointwise' or 'listwise')")
     listwise = config.loss == "listwise"
@@ -277,6 +281,7 @@ def train_cross_encoder(
     torch.manual_seed(config.seed + w.rank)
     broadcast_parameters(model)
     train_ex, held_ex = split_heldout(examples, config.calibration_fraction, config.seed)
+    train_ex += list(train_only)
     rng = np.random.default_rng([config.seed, 1])
     epoch_pairs = [sample_pairs(train_ex, corpus, config.negatives_per_positive, rng) for _ in range(config.epochs)]
     if listwise:  # a batch is whole groups: batch_size pairs rounded down to groups of 1 + n
@@ -346,6 +351,8 @@ def train_cross_encoder(
     model.train(was_training)
 
     extra: dict = {"train_questions": len(train_ex), "heldout_questions": len(held_ex), "world_size": w.size}
+    if train_only:
+        extra["train_only_examples"] = len(train_only)
     held_pairs = sample_pairs(held_ex, corpus, config.negatives_per_positive, np.random.default_rng([config.seed, 2]))
     labels = np.array([p.label for p in held_pairs])
     if len(held_pairs) and 0 < labels.sum() < len(labels):
@@ -367,6 +374,7 @@ def train_cross_encoder(
         "questions": len(examples),
         "train_questions": len(train_ex),
         "heldout_questions": len(held_ex),
+        "train_only_examples": len(train_only),
         "train_pairs_per_epoch": len(epoch_pairs[0]),
         "steps": step,
         "final_loss": losses[-1],

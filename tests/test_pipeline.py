@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -179,6 +180,12 @@ def test_a_run_made_before_a_config_field_existed_reopens_with_its_old_behaviour
     pseudo = replace(tiny_config, inverse_cloze=replace(tiny_config.inverse_cloze, per_passage=1))
     with pytest.raises(PipelineError, match="another config.*inverse_cloze.per_passage: 0 -> 1"):
         open_run("small", tmp_path / "r", pseudo, dataset=small_dataset())
+    del meta["config"]["ce_sampling"]["inverse_cloze"]  # before step 2 could have pseudo-queries
+    (tmp_path / "r" / "config.json").write_text(json.dumps(meta))
+    open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
+    pseudo = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, inverse_cloze=1))
+    with pytest.raises(PipelineError, match="another config.*ce_sampling.inverse_cloze: 0 -> 1"):
+        open_run("small", tmp_path / "r", pseudo, dataset=small_dataset())
 
 
 def test_step1_trains_on_inverse_cloze_pseudo_queries_of_the_training_articles(tmp_path, tiny_beir, tiny_config):
@@ -200,6 +207,38 @@ def test_step1_trains_on_inverse_cloze_pseudo_queries_of_the_training_articles(t
     assert metrics["train"]["examples_seen"] == 2 + len(pseudo)
     step_config = json.loads((tmp_path / "run" / STEP_DIRS[1] / "config.json").read_text())
     assert step_config["inverse_cloze"]["per_passage"] == 1
+
+
+def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_sampling_alone(
+    tmp_path, tiny_beir, tiny_config
+):
+    from engine.inverse_cloze import inverse_cloze_examples
+    from engine.readers import load_any
+
+    ds = load_any(str(tiny_beir))
+    plain = open_run(str(tiny_beir), tmp_path / "plain", tiny_config, dataset=ds)
+    run_pipeline(plain, [1, 2])
+    config = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, inverse_cloze=1))
+    run = open_run(str(tiny_beir), tmp_path / "run", config, dataset=ds)
+    shutil.copytree(tmp_path / "plain" / STEP_DIRS[1], tmp_path / "run" / STEP_DIRS[1])  # the same M_D0
+    run_pipeline(run, [2])
+    pseudo = inverse_cloze_examples(
+        ds.corpus, labelled_examples(ds, "train"), replace(config.inverse_cloze, per_passage=1)
+    )
+    assert len(pseudo) == 4  # the training articles' passages (Honeybee, Lighthouse), one each
+    metrics = json.loads((tmp_path / "run" / STEP_DIRS[2] / "metrics.json").read_text())
+    assert metrics["pseudo_queries"] == len(pseudo) and metrics["train_questions"] == 2
+    # 2 questions: 1 held out, 1 trained on, plus every pseudo-query (never held out)
+    assert (metrics["heldout"]["heldout_questions"], metrics["heldout"]["train_questions"]) == (1, 1 + len(pseudo))
+    written = read_examples(tmp_path / "run" / STEP_DIRS[2] / "train.jsonl")
+    ict = [e for e in written if e.question_id.startswith("ict:")]
+    assert [(e.question, e.positives) for e in ict] == [(e.question, e.positives) for e in pseudo]
+    assert all(e.negatives and not set(e.negatives) & set(e.positives) for e in ict)
+    before = read_examples(tmp_path / "plain" / STEP_DIRS[2] / "train.jsonl")
+    assert [e for e in written if not e.question_id.startswith("ict:")] == before  # the same negatives
+    step_config = json.loads((tmp_path / "run" / STEP_DIRS[2] / "config.json").read_text())
+    assert step_config["inverse_cloze"]["per_passage"] == 1 and step_config["sampling"]["inverse_cloze"] == 1
+    assert "inverse_cloze" not in json.loads((tmp_path / "plain" / STEP_DIRS[2] / "config.json").read_text())
 
 
 def test_question_without_positive_is_skipped_with_a_log(caplog):
@@ -438,6 +477,14 @@ def test_inverse_cloze_arguments(capsys):
         assert bad[0] in capsys.readouterr().err
     with pytest.raises(ValueError, match="--inverse-cloze-scope only matters with --inverse-cloze"):
         build_config(build_parser().parse_args([*base, "--inverse-cloze-scope", "corpus"]))
+    config = build_config(build_parser().parse_args([*base, "--cross-inverse-cloze", "1"]))
+    assert (config.ce_sampling.inverse_cloze, config.inverse_cloze.per_passage) == (1, 0)  # step 2 only
+    assert build_config(build_parser().parse_args(base)).ce_sampling.inverse_cloze == 0
+    args = [*base, "--cross-inverse-cloze", "2", "--inverse-cloze-scope", "positives"]
+    assert build_config(build_parser().parse_args(args)).inverse_cloze.scope == "positives"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--cross-inverse-cloze", "21"])
+    assert "--cross-inverse-cloze must be 0 (off) to 20" in capsys.readouterr().err
     train = build_parser().parse_args(["train-dual", "--data", "d", "--output", "o", "--inverse-cloze", "1"])
     assert (train.inverse_cloze, train.inverse_cloze_scope) == (1, None)  # None: the default scope, train-titles
 
@@ -609,8 +656,17 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     run_pipeline(run, (1, 2))
     out = tmp_path / "longer"
     args = ["--data", str(SAMPLE), "--run", str(tmp_path / "run"), "--output", str(out)]
-    assert cel.main([*args, "--max-length", "96", "--questions", "5", "--depth", "4", "--report-truncation"]) == 0
+    argv = [*args, "--max-length", "96", "--questions", "5", "--depth", "4", "--report-truncation"]
+    assert cel.main([*argv, "--top-negatives", "2", "--random-negatives", "0", "--inverse-cloze", "1"]) == 0
     report = json.loads((out / "cross_encoder_length.json").read_text())
+    sampling = (report["sampling"], report["baseline_sampling"])
+    assert [
+        (s["negatives_per_positive"], s["random_negatives_per_positive"], s["inverse_cloze"]) for s in sampling
+    ] == [
+        (2, 0, 1),
+        (tiny_config.ce_sampling.negatives_per_positive, tiny_config.ce_sampling.random_negatives_per_positive, 0),
+    ]
+    assert json.loads((out / STEP_DIRS[2] / "metrics.json").read_text())["pseudo_queries"] > 0
     assert (report["max_length"], report["baseline_max_length"]) == (96, tiny_config.cross.max_length)
     assert json.loads((out / "config.json").read_text())["config"]["cross"]["max_length"] == 96
     assert (out / "step2_cross_encoder" / "DONE").is_file()
