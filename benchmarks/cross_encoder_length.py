@@ -39,12 +39,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.ablation import AblationConfig, rerank, threshold_sweep  # noqa: E402
+from engine.ablation import AblationConfig, paired_mrr10, rerank, threshold_sweep  # noqa: E402
 from engine.config import PipelineConfig  # noqa: E402
 from engine.cross_encoder import CrossEncoder  # noqa: E402
 from engine.dual_encoder import DualEncoder  # noqa: E402
 from engine.index import DenseIndex  # noqa: E402
-from engine.metrics import evaluate_rankings  # noqa: E402
+from engine.metrics import EvalResult, evaluate_rankings  # noqa: E402
 from engine.pipeline import STEP_DIRS, open_run, run_pipeline  # noqa: E402
 from engine.readers import load_any  # noqa: E402
 
@@ -62,9 +62,9 @@ def answer_cut_off(ds, split: str, tokenizer, passage_tokens: int) -> float:
     return float(np.mean(np.array(starts) > passage_tokens)) if starts else float("nan")
 
 
-def rerank_mrr(ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, depth: int) -> dict:
-    m = evaluate_rankings(rerank(ce, ds, questions, top, depth), qrels, ds.corpus, ks=(1, 5, 20)).metrics
-    return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
+def rerank_mrr(ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, depth: int) -> tuple[dict, EvalResult]:
+    result = evaluate_rankings(rerank(ce, ds, questions, top, depth), qrels, ds.corpus, ks=(1, 5, 20))
+    return {"MRR@10": round(result.metrics["MRR@10"], 2), "R@1": round(result.metrics["R@1"], 2)}, result
 
 
 def share_heads(run_dir: Path, dual: DualEncoder, ds, picked: list) -> dict:
@@ -82,11 +82,12 @@ def share_heads(run_dir: Path, dual: DualEncoder, ds, picked: list) -> dict:
     }
 
 
-def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -> dict:
+def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -> tuple[dict, list]:
     """The ablation's re-ranking rows for one cross-encoder on `picked` test questions: the
     cross-encoder alone, + w x dense, + w x dense + v x BM25 on the dual-encoder's top-`depth`, and
     + w x dense + v x BM25 on the hybrid's (RRF of the dual-encoder and BM25); w and v chosen on
-    every dev question (engine.fusion.choose_rerank_weight). `heads` comes from `share_heads`."""
+    every dev question (engine.fusion.choose_rerank_weight). `heads` comes from `share_heads`.
+    Returns the rows and each test row's evaluation, in row order (for paired comparisons)."""
     from engine.ablation import rerank_candidates, reranked
     from engine.fusion import RERANK_BM25_WEIGHTS, choose_rerank_weight
 
@@ -96,9 +97,11 @@ def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -
     sub = {q.id: test_qrels[q.id] for q in picked}
     memo: dict = {}
     out: dict = {}
+    results: list[EvalResult] = []
 
     def score(rankings: dict) -> dict:
-        m = evaluate_rankings(rankings, sub, ds.corpus, ks=(1, 5, 20)).metrics
+        results.append(evaluate_rankings(rankings, sub, ds.corpus, ks=(1, 5, 20)))
+        m = results[-1].metrics
         return {"MRR@10": round(m["MRR@10"], 2), "R@1": round(m["R@1"], 2)}
 
     for head in ("dense", "hybrid"):
@@ -116,7 +119,7 @@ def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -
         )
         rows["dev MRR@10 of that choice"] = round(c.mrr[(c.weight, c.bm25_weight)], 2)
         out[head] = rows
-    return out
+    return out, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,18 +229,27 @@ def main(argv: list[str] | None = None) -> int:
         "depth": args.depth,
         "dual_encoder": str(final),
         "dense": {"MRR@10": round(dense["MRR@10"], 2), "R@1": round(dense["R@1"], 2)},
-        "run": rerank_mrr(CrossEncoder.load(run_dir / STEP_DIRS[2] / "model"), ds, picked, top, sub, args.depth),
-        "new": rerank_mrr(CrossEncoder.load(out / STEP_DIRS[2] / "model"), ds, picked, top, sub, args.depth),
     }
+    evaluated = {}
+    for name, d in (("run", run_dir), ("new", out)):
+        ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
+        report["rerank_test"][name], evaluated[name] = rerank_mrr(ce, ds, picked, top, sub, args.depth)
+    report["rerank_test"]["new_vs_run"] = paired_mrr10(evaluated["run"], evaluated["new"])
     if args.rerank_shares:
         from engine.onnx_int8 import available
         from engine.quantize import onnx_cross_encoder
 
         heads = share_heads(run_dir, dual, ds, picked)  # the same first stages for both cross-encoders
-        shares = {}
+        shares, rows = {}, {}
         for name, d in (("run", run_dir), ("new", out)):
             ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
-            shares[name] = rerank_shares(onnx_cross_encoder(ce) if available() else ce, heads, ds, picked, args.depth)
+            ce = onnx_cross_encoder(ce) if available() else ce
+            shares[name], rows[name] = rerank_shares(ce, heads, ds, picked, args.depth)
+        # row by row (the same first stages and questions; the shares are each cross-encoder's own choice)
+        names = [
+            f"{head}: {row}" for head, table in shares["new"].items() for row in table if not row.startswith("dev ")
+        ]
+        shares["new_vs_run"] = {n: paired_mrr10(a, b) for n, a, b in zip(names, rows["run"], rows["new"], strict=True)}
         report["rerank_test"]["shares"] = shares
     if args.report_truncation:
         tok = CrossEncoder.load(out / STEP_DIRS[2] / "model").tokenizer

@@ -170,6 +170,21 @@ def _rr10(result: EvalResult, qids: list[str]) -> np.ndarray:
     return np.asarray(out)
 
 
+def paired_interval(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean of y - x per question in points (x 100) and the half-width of its 95% interval."""
+    d = 100 * (np.asarray(y, dtype=float) - np.asarray(x, dtype=float))
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(d.mean()) if len(d) else 0.0, 1.96 * se
+
+
+def paired_mrr10(a: EvalResult, b: EvalResult) -> dict:
+    """MRR@10 of b minus a over the questions both evaluated, paired, with its 95% half-width."""
+    both = sorted(set(a.per_question) & set(b.per_question))
+    mean, half = paired_interval(_rr10(a, both), _rr10(b, both))
+    verdict = "within noise" if abs(mean) <= half else ("better" if mean > 0 else "worse")
+    return {"MRR@10": round(mean, 2), "ci95": round(half, 2), "questions": len(both), "verdict": verdict}
+
+
 def dense_candidates(
     run_dir: Path, model: DualEncoder, ds: Dataset, questions: list[Question], k: int
 ) -> dict[str, Ranking]:
@@ -720,10 +735,8 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
         # per question, the reciprocal rank averaged over the row's seeds (a reference row has one)
         x = np.mean([_rr10(r, both) for r in ra], axis=0)
         y = np.mean([_rr10(r, both) for r in rb], axis=0)
-        d = 100 * (y - x)
-        mean = float(d.mean())
-        se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
-        verdict = "within noise" if abs(mean) <= 1.96 * se else ("better" if mean > 0 else "worse")
+        mean, half = paired_interval(x, y)
+        verdict = "within noise" if abs(mean) <= half else ("better" if mean > 0 else "worse")
         seeds = max(len(ra), len(rb))
         per_seed = ""
         if seeds > 1:  # seed i of each row (a row with fewer results repeats its last one)
@@ -734,10 +747,10 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
             per_seed = f"; per seed {', '.join(f'{v:+.2f}' for v in diffs)}"
             if verdict != "within noise" and not (all(v > 0 for v in diffs) or all(v < 0 for v in diffs)):
                 verdict = "seeds disagree"
-            what = f"paired over {len(d)} questions, mean of {seeds} seeds, 95%"
+            what = f"paired over {len(both)} questions, mean of {seeds} seeds, 95%"
         else:
             what = "paired, 95%"
-        notes.append(f"'{b}' vs '{a}': MRR@10 {mean:+.2f} ± {1.96 * se:.2f} ({what}{per_seed}): {verdict}")
+        notes.append(f"'{b}' vs '{a}': MRR@10 {mean:+.2f} ± {half:.2f} ({what}{per_seed}): {verdict}")
     if n_seeds == 1:
         notes.append("one seed: seed-to-seed variation is not measured (run --seeds 3 when time allows)")
     return notes

@@ -673,6 +673,9 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     rr = report["rerank_test"]
     assert rr["questions"] == 5 and rr["dual_encoder"].endswith("step1_dual_encoder/model")
     assert all(0 <= rr[k]["MRR@10"] <= 100 for k in ("dense", "run", "new"))
+    paired = rr["new_vs_run"]
+    assert paired["MRR@10"] == pytest.approx(rr["new"]["MRR@10"] - rr["run"]["MRR@10"], abs=0.02)
+    assert paired["questions"] == 5 and paired["ci95"] >= 0 and paired["verdict"] in ("better", "worse", "within noise")
     assert {p["pos_threshold"] for p in report["threshold_sweep_dev"]["new"]["positive"]} >= {0.9}
     cut = report["answer_cut_off_train"]
     assert 0 <= cut["96"] <= cut[str(tiny_config.cross.max_length)] <= 1  # a longer input cuts off fewer answers
@@ -683,7 +686,13 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     assert cel.main([*argv, "--rerank-shares"]) == 0
     report = json.loads((listwise / "cross_encoder_length.json").read_text())
     shares = report["rerank_test"]["shares"]
-    assert set(shares) == {"run", "new"} and set(shares["new"]) == {"dense", "hybrid"}
+    assert set(shares) == {"run", "new", "new_vs_run"} and set(shares["new"]) == {"dense", "hybrid"}
+    paired = shares["new_vs_run"]  # row by row, new minus run, over the same questions
+    assert len(paired) == 6 and paired["dense: first stage"]["MRR@10"] == 0 == paired["hybrid: first stage"]["MRR@10"]
+    alone = paired["dense: cross-encoder"]["MRR@10"]
+    assert alone == pytest.approx(
+        shares["new"]["dense"]["cross-encoder"]["MRR@10"] - shares["run"]["dense"]["cross-encoder"]["MRR@10"], abs=0.02
+    )
     dense_rows = shares["new"]["dense"]
     assert list(dense_rows)[:2] == ["first stage", "cross-encoder"] and len(dense_rows) == 5
     assert dense_rows["first stage"] == report["rerank_test"]["dense"]  # the same questions and first stage
