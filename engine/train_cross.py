@@ -350,7 +350,8 @@ def train_cross_encoder(
     seconds = time.perf_counter() - start
     model.train(was_training)
 
-    extra: dict = {"train_questions": len(train_ex), "heldout_questions": len(held_ex), "world_size": w.size}
+    questions_trained = len(train_ex) - len(train_only)  # real questions; train_only counted apart
+    extra: dict = {"train_questions": questions_trained, "heldout_questions": len(held_ex), "world_size": w.size}
     if train_only:
         extra["train_only_examples"] = len(train_only)
     held_pairs = sample_pairs(held_ex, corpus, config.negatives_per_positive, np.random.default_rng([config.seed, 2]))
@@ -372,7 +373,7 @@ def train_cross_encoder(
     provenance = {
         "trainer": "engine.train_cross",
         "questions": len(examples),
-        "train_questions": len(train_ex),
+        "train_questions": questions_trained,
         "heldout_questions": len(held_ex),
         "train_only_examples": len(train_only),
         "train_pairs_per_epoch": len(epoch_pairs[0]),

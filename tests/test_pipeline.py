@@ -229,7 +229,8 @@ def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_
     metrics = json.loads((tmp_path / "run" / STEP_DIRS[2] / "metrics.json").read_text())
     assert metrics["pseudo_queries"] == len(pseudo) and metrics["train_questions"] == 2
     # 2 questions: 1 held out, 1 trained on, plus every pseudo-query (never held out)
-    assert (metrics["heldout"]["heldout_questions"], metrics["heldout"]["train_questions"]) == (1, 1 + len(pseudo))
+    held = metrics["heldout"]
+    assert (held["heldout_questions"], held["train_questions"], held["train_only_examples"]) == (1, 1, len(pseudo))
     written = read_examples(tmp_path / "run" / STEP_DIRS[2] / "train.jsonl")
     ict = [e for e in written if e.question_id.startswith("ict:")]
     assert [(e.question, e.positives) for e in ict] == [(e.question, e.positives) for e in pseudo]
