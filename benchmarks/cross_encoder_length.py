@@ -2,12 +2,14 @@
 an existing run's M_D0, and what it changes.
 
 Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.max_length=N`
-(and `--loss` / `--epochs`, CrossTrainConfig.loss / epochs, when given), then reports, next to RUN's own cross-encoder:
+(and `--loss` / `--epochs`, CrossTrainConfig.loss / epochs, and `--top-negatives` /
+`--random-negatives` / `--inverse-cloze`, CrossSamplingConfig, when given), then reports, next to
+RUN's own cross-encoder:
 - step 2's time and held-out metrics (AUC, accuracy);
 - the dev-only threshold check of engine.ablation.threshold_sweep (pseudo-positive precision per
   threshold, share of answer-bearing passages kept / dropped per negative threshold);
 - MRR@10 of RUN's final dual-encoder top-20 re-ranked by each cross-encoder, on a seeded sample of
-  test questions (the bench's `rerank_quality_questions` sample);
+  test questions, and the paired difference new minus RUN's with its 95% interval (`new_vs_run`);
 - with `--rerank-shares`, for both cross-encoders on the same questions, the ablation's re-ranking
   rows (the cross-encoder alone, with a dense share, with dense and BM25 shares, and the latter on
   the hybrid head), the shares chosen on every dev question.
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if v is not None
     }
+    if any(v < 0 for v in sampling.values()):
+        p.error("--top-negatives, --random-negatives and --inverse-cloze must be >= 0")
     if sampling:
         config = replace(config, ce_sampling=replace(config.ce_sampling, **sampling))
     ds = load_any(args.data)

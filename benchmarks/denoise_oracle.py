@@ -105,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (model_dir / "dual_encoder.json").is_file():  # trained as step 3 trains M_D1
         from engine.train_dual import train_dual_encoder
 
-        model = DualEncoder.load(run_dir / STEP_DIRS[1] / "model")
-        if config.init_step3 != "previous":
-            model = DualEncoder.build(config.dual)
+        previous = config.init_step3 == "previous"
+        model = DualEncoder.load(run_dir / STEP_DIRS[1] / "model") if previous else DualEncoder.build(config.dual)
         if config.freeze_word_embeddings:
             freeze_word_embeddings(model)
         train_dual_encoder(model, oracle, ds.corpus, config.step3)

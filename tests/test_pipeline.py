@@ -668,6 +668,9 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
         (tiny_config.ce_sampling.negatives_per_positive, tiny_config.ce_sampling.random_negatives_per_positive, 0),
     ]
     assert json.loads((out / STEP_DIRS[2] / "metrics.json").read_text())["pseudo_queries"] > 0
+    with pytest.raises(SystemExit) as refused:
+        cel.main([*args[:-1], str(tmp_path / "bad"), "--top-negatives", "-1"])
+    assert refused.value.code == 2 and not (tmp_path / "bad").exists()
     assert (report["max_length"], report["baseline_max_length"]) == (96, tiny_config.cross.max_length)
     assert json.loads((out / "config.json").read_text())["config"]["cross"]["max_length"] == 96
     assert (out / "step2_cross_encoder" / "DONE").is_file()
