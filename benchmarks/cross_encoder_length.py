@@ -2,9 +2,9 @@
 an existing run's M_D0, and what it changes.
 
 Copies RUN's step 1 into OUTPUT, trains step 2 with the run's preset but `cross.max_length=N`
-(and `--loss` / `--epochs`, CrossTrainConfig.loss / epochs, and `--top-negatives` /
-`--random-negatives` / `--inverse-cloze`, CrossSamplingConfig, when given), then reports, next to
-RUN's own cross-encoder:
+(and `--loss` / `--epochs`, CrossTrainConfig.loss / epochs, `--top-negatives` /
+`--random-negatives` / `--inverse-cloze`, CrossSamplingConfig, and `--inverse-cloze-scope`, when
+given), then reports, next to RUN's own cross-encoder:
 - step 2's time and held-out metrics (AUC, accuracy);
 - the dev-only threshold check of engine.ablation.threshold_sweep (pseudo-positive precision per
   threshold, share of answer-bearing passages kept / dropped per negative threshold);
@@ -46,6 +46,7 @@ from engine.config import PipelineConfig  # noqa: E402
 from engine.cross_encoder import CrossEncoder  # noqa: E402
 from engine.dual_encoder import DualEncoder  # noqa: E402
 from engine.index import DenseIndex  # noqa: E402
+from engine.inverse_cloze import SCOPES  # noqa: E402
 from engine.metrics import EvalResult, evaluate_rankings  # noqa: E402
 from engine.pipeline import STEP_DIRS, open_run, run_pipeline  # noqa: E402
 from engine.readers import load_any  # noqa: E402
@@ -151,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         help="inverse-cloze pseudo-queries per passage added to step 2's questions (ce_sampling.inverse_cloze; "
         "default: the run's)",
     )
+    p.add_argument(
+        "--inverse-cloze-scope",
+        choices=SCOPES,
+        default=None,
+        help="which passages get those pseudo-queries (inverse_cloze.scope; default: the run's; step 1 is copied, "
+        "so only step 2 sees it)",
+    )
     p.add_argument("--questions", type=int, default=300, help="test questions re-ranked (seeded sample)")
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--seed", type=int, default=13)
@@ -184,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--top-negatives, --random-negatives and --inverse-cloze must be >= 0")
     if sampling:
         config = replace(config, ce_sampling=replace(config.ce_sampling, **sampling))
+    if args.inverse_cloze_scope:
+        config = replace(config, inverse_cloze=replace(config.inverse_cloze, scope=args.inverse_cloze_scope))
     ds = load_any(args.data)
     fresh = not (out / "config.json").is_file()
     run = open_run(args.data, out, config, ds)
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_epochs": base.step2.epochs,
         "sampling": asdict(config.ce_sampling),
         "baseline_sampling": asdict(base.ce_sampling),
+        "inverse_cloze_scope": config.inverse_cloze.scope,
     }
     report["step2_seconds"] = {
         "new": json.loads((out / STEP_DIRS[2] / "metrics.json").read_text()).get("seconds", {}).get("total"),

@@ -658,8 +658,12 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     out = tmp_path / "longer"
     args = ["--data", str(SAMPLE), "--run", str(tmp_path / "run"), "--output", str(out)]
     argv = [*args, "--max-length", "96", "--questions", "5", "--depth", "4", "--report-truncation"]
-    assert cel.main([*argv, "--top-negatives", "2", "--random-negatives", "0", "--inverse-cloze", "1"]) == 0
+    ict = ["--inverse-cloze", "1", "--inverse-cloze-scope", "corpus"]
+    assert cel.main([*argv, "--top-negatives", "2", "--random-negatives", "0", *ict]) == 0
     report = json.loads((out / "cross_encoder_length.json").read_text())
+    assert report["inverse_cloze_scope"] == "corpus"
+    step2 = json.loads((out / STEP_DIRS[2] / "config.json").read_text())["inverse_cloze"]
+    assert (step2["per_passage"], step2["scope"]) == (1, "corpus")
     sampling = (report["sampling"], report["baseline_sampling"])
     assert [
         (s["negatives_per_positive"], s["random_negatives_per_positive"], s["inverse_cloze"]) for s in sampling
@@ -667,7 +671,14 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
         (2, 0, 1),
         (tiny_config.ce_sampling.negatives_per_positive, tiny_config.ce_sampling.random_negatives_per_positive, 0),
     ]
-    assert json.loads((out / STEP_DIRS[2] / "metrics.json").read_text())["pseudo_queries"] > 0
+    from engine.inverse_cloze import inverse_cloze_examples
+
+    ds = read_beir(SAMPLE)
+    whole = replace(tiny_config.inverse_cloze, per_passage=1, scope="corpus")
+    expected = inverse_cloze_examples(ds.corpus, labelled_examples(ds, "train"), whole)
+    narrow = inverse_cloze_examples(ds.corpus, labelled_examples(ds, "train"), replace(whole, scope="train-titles"))
+    assert len(expected) > len(narrow)  # the sample has passages outside the training articles
+    assert json.loads((out / STEP_DIRS[2] / "metrics.json").read_text())["pseudo_queries"] == len(expected)
     with pytest.raises(SystemExit) as refused:
         cel.main([*args[:-1], str(tmp_path / "bad"), "--top-negatives", "-1"])
     assert refused.value.code == 2 and not (tmp_path / "bad").exists()
