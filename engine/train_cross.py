@@ -299,9 +299,9 @@ def train_cross_encoder(
     params = [p for p in model.parameters() if p.requires_grad]
     if w.is_main:
         log.info(
-            "training cross-encoder (%s): %d questions (%d held out), %d pairs/epoch, %d steps of %d %s",
-            config.loss, len(train_ex), len(held_ex), len(epoch_pairs[0]), total, len(epoch_batches[0][0]),
-            "groups" if listwise else "pairs",
+            "training cross-encoder (%s): %d questions (%d held out) + %d train-only, %d pairs/epoch, %d steps of %d %s",
+            config.loss, len(train_ex) - len(train_only), len(held_ex), len(train_only), len(epoch_pairs[0]), total,
+            len(epoch_batches[0][0]), "groups" if listwise else "pairs",
         )  # fmt: skip
 
     was_training = model.training

@@ -210,10 +210,12 @@ def test_step1_trains_on_inverse_cloze_pseudo_queries_of_the_training_articles(t
 
 
 def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_sampling_alone(
-    tmp_path, tiny_beir, tiny_config
+    tmp_path, tiny_beir, tiny_config, caplog
 ):
     from engine.inverse_cloze import inverse_cloze_examples
     from engine.readers import load_any
+
+    caplog.set_level(logging.INFO, logger="engine.train_cross")
 
     ds = load_any(str(tiny_beir))
     plain = open_run(str(tiny_beir), tmp_path / "plain", tiny_config, dataset=ds)
@@ -231,6 +233,7 @@ def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_
     # 2 questions: 1 held out, 1 trained on, plus every pseudo-query (never held out)
     held = metrics["heldout"]
     assert (held["heldout_questions"], held["train_questions"], held["train_only_examples"]) == (1, 1, len(pseudo))
+    assert "1 questions (1 held out) + 4 train-only" in caplog.text  # the log line counts them apart too
     written = read_examples(tmp_path / "run" / STEP_DIRS[2] / "train.jsonl")
     ict = [e for e in written if e.question_id.startswith("ict:")]
     assert [(e.question, e.positives) for e in ict] == [(e.question, e.positives) for e in pseudo]
