@@ -41,13 +41,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.ablation import AblationConfig, paired_mrr10, rerank, threshold_sweep  # noqa: E402
+from engine.ablation import AblationConfig, rerank, threshold_sweep  # noqa: E402
 from engine.config import PipelineConfig  # noqa: E402
 from engine.cross_encoder import CrossEncoder  # noqa: E402
 from engine.dual_encoder import DualEncoder  # noqa: E402
 from engine.index import DenseIndex  # noqa: E402
 from engine.inverse_cloze import SCOPES  # noqa: E402
-from engine.metrics import EvalResult, evaluate_rankings  # noqa: E402
+from engine.metrics import EvalResult, evaluate_rankings, paired_mrr10  # noqa: E402
 from engine.pipeline import STEP_DIRS, open_run, run_pipeline  # noqa: E402
 from engine.readers import load_any  # noqa: E402
 

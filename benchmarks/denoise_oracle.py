@@ -32,12 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.ablation import paired_mrr10  # noqa: E402
 from engine.config import PipelineConfig  # noqa: E402
 from engine.dual_encoder import DualEncoder  # noqa: E402
 from engine.examples import TrainExample, read_examples, write_examples  # noqa: E402
 from engine.index import DenseIndex  # noqa: E402
-from engine.metrics import EvalResult, evaluate_rankings, has_answer  # noqa: E402
+from engine.metrics import EvalResult, evaluate_rankings, has_answer, paired_mrr10  # noqa: E402
 from engine.pipeline import STEP_DIRS, freeze_word_embeddings  # noqa: E402
 from engine.readers import load_any  # noqa: E402
 

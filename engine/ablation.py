@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -56,7 +55,7 @@ from engine.fusion import (
     rerank_order,
     weight_table,
 )
-from engine.metrics import CUTOFF, EvalResult, evaluate_rankings, has_answer
+from engine.metrics import EvalResult, evaluate_rankings, has_answer, paired_interval, rr10
 from engine.pipeline import STEP_DIRS, dense_index, open_run, run_pipeline
 from engine.sparse import BM25Index
 
@@ -160,29 +159,6 @@ class AblationTable:
 def _eval(rankings: dict[str, list[str]], ds: Dataset, questions: list[Question], qrels) -> EvalResult:
     answers = {q.id: q.answers for q in questions if q.answers}
     return evaluate_rankings(rankings, {q.id: qrels[q.id] for q in questions}, ds.corpus, answers or None)
-
-
-def _rr10(result: EvalResult, qids: list[str]) -> np.ndarray:
-    out = []
-    for qid in qids:
-        first = result.per_question.get(qid, {}).get("first_relevant_rank", 0)
-        out.append(1.0 / first if 0 < first <= CUTOFF else 0.0)
-    return np.asarray(out)
-
-
-def paired_interval(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean of y - x per question in points (x 100) and the half-width of its 95% interval."""
-    d = 100 * (np.asarray(y, dtype=float) - np.asarray(x, dtype=float))
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
-    return float(d.mean()) if len(d) else 0.0, 1.96 * se
-
-
-def paired_mrr10(a: EvalResult, b: EvalResult) -> dict:
-    """MRR@10 of b minus a over the questions both evaluated, paired, with its 95% half-width."""
-    both = sorted(set(a.per_question) & set(b.per_question))
-    mean, half = paired_interval(_rr10(a, both), _rr10(b, both))
-    verdict = "within noise" if abs(mean) <= half else ("better" if mean > 0 else "worse")
-    return {"MRR@10": round(mean, 2), "ci95": round(half, 2), "questions": len(both), "verdict": verdict}
 
 
 def dense_candidates(
@@ -733,15 +709,15 @@ def _noise_notes(results: dict[str, list[EvalResult]], qids: list[str], n_seeds:
         ra, rb = results[a], results[b]
         both = [q for q in qids if all(q in r.per_question for r in ra + rb)]
         # per question, the reciprocal rank averaged over the row's seeds (a reference row has one)
-        x = np.mean([_rr10(r, both) for r in ra], axis=0)
-        y = np.mean([_rr10(r, both) for r in rb], axis=0)
+        x = np.mean([rr10(r, both) for r in ra], axis=0)
+        y = np.mean([rr10(r, both) for r in rb], axis=0)
         mean, half = paired_interval(x, y)
         verdict = "within noise" if abs(mean) <= half else ("better" if mean > 0 else "worse")
         seeds = max(len(ra), len(rb))
         per_seed = ""
         if seeds > 1:  # seed i of each row (a row with fewer results repeats its last one)
             diffs = [
-                100 * float((_rr10(rb[min(i, len(rb) - 1)], both) - _rr10(ra[min(i, len(ra) - 1)], both)).mean())
+                100 * float((rr10(rb[min(i, len(rb) - 1)], both) - rr10(ra[min(i, len(ra) - 1)], both)).mean())
                 for i in range(seeds)
             ]
             per_seed = f"; per seed {', '.join(f'{v:+.2f}' for v in diffs)}"

@@ -180,7 +180,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.metrics import evaluate_rankings
+    from engine.metrics import evaluate_rankings, paired_mrr10
 
     _check_rerank_weights(args)
     if args.rerank_bm25 and not args.rerank_weight_from_dev:
@@ -190,6 +190,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # one load: with a weight to choose on another split, every split of the data comes in
     ds = _load(args.data, None if args.rerank_weight_from_dev else args.split)
     questions, qrels = ds.split(args.split)
+    fingerprint = ds.corpus.fingerprint()
+    # read before the evaluation runs, so that a wrong file costs nothing
+    baseline = _per_question_file(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
     t0 = time.perf_counter()
     retriever = _retriever(args, ds.corpus)
     t_load = time.perf_counter() - t0
@@ -238,12 +241,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         },
         "seconds": {"load": round(t_load, 2), "search": round(t_search, 2)},
     }
+    if baseline is not None:
+        paired = paired_mrr10(baseline[0], result)
+        out["paired_with"] = {"file": args.paired_with, "against": baseline[1]} | paired
+    if args.per_question:
+        _write_json(
+            args.per_question,
+            {
+                "format": PER_QUESTION_FORMAT,
+                "split": args.split,
+                "corpus_fingerprint": fingerprint,
+                "config": out["config"],
+                "result": result.to_dict(),
+            },
+        )
     text = json.dumps(out, indent=2)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+        _write_json(args.output, out)
     print(text)
     return 0
+
+
+PER_QUESTION_FORMAT = "rocketqa-workbench/evaluate-per-question/1"
+
+
+def _write_json(path: str, obj: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _per_question_file(path: str, split: str, fingerprint: str, questions) -> tuple:
+    """The EvalResult stored by `evaluate --per-question` in `path` and its retriever, model and
+    reranker; a clear error when it is not such a file, or was made on another split or corpus, or
+    shares no question with `questions`."""
+    from engine.metrics import EvalResult
+
+    try:
+        stored = json.loads(Path(path).read_text())
+        if stored.get("format") != PER_QUESTION_FORMAT:
+            raise ValueError(f"format {stored.get('format')!r}, expected {PER_QUESTION_FORMAT!r}")
+        base = EvalResult(**stored["result"])
+        if not isinstance(base.per_question, dict):
+            raise ValueError("its per_question is not a mapping")
+    except OSError as e:
+        raise ValueError(f"--paired-with {path}: cannot read it ({e.strerror or e})") from e
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"--paired-with {path}: not a file written by `evaluate --per-question` ({e})") from e
+    if stored.get("split") != split:
+        raise ValueError(f"--paired-with {path} evaluated split {stored.get('split')!r}, this evaluates {split!r}")
+    if stored.get("corpus_fingerprint") != fingerprint:
+        raise ValueError(f"--paired-with {path} was evaluated on another corpus (its fingerprint differs)")
+    if not set(base.per_question) & {q.id for q in questions}:
+        raise ValueError(f"--paired-with {path} shares no question with split {split!r}")
+    config = stored.get("config") or {}
+    return base, {k: config.get(k) for k in ("retriever", "model", "reranker", "rerank_depth")}
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -359,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
+    p.add_argument(
+        "--per-question",
+        default=None,
+        metavar="FILE",
+        help="also write each question's ranks (first relevant, answer) here, for a later --paired-with",
+    )
+    p.add_argument(
+        "--paired-with",
+        default=None,
+        metavar="FILE",
+        help="compare with an earlier `--per-question` file of the same split and corpus: MRR@10 difference "
+        "per question (this minus that), its 95%% interval and a verdict (better / worse / within noise)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("index", help="build (or load from cache) the dense index of a corpus")

@@ -29,6 +29,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.data import Corpus, Qrels
 
 log = logging.getLogger(__name__)
@@ -217,3 +219,30 @@ def _answer_accuracy(
     if skipped:
         log.info("answer accuracy: %d of %d questions have no non-empty answer and are left out", skipped, len(pool))
     return {f"Acc@{k}": 100.0 * hits[k] / counted if counted else 0.0 for k in ks}, counted
+
+
+# --- paired comparisons: two rankings of the same questions -----------------------------
+
+
+def rr10(result: EvalResult, qids: list[str]) -> np.ndarray:
+    """Each question's reciprocal rank of its first relevant passage within the top CUTOFF (0 beyond)."""
+    out = []
+    for qid in qids:
+        first = result.per_question.get(qid, {}).get("first_relevant_rank", 0)
+        out.append(1.0 / first if 0 < first <= CUTOFF else 0.0)
+    return np.asarray(out)
+
+
+def paired_interval(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean of y - x per question in points (x 100) and the half-width of its 95% interval."""
+    d = 100 * (np.asarray(y, dtype=float) - np.asarray(x, dtype=float))
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(d.mean()) if len(d) else 0.0, 1.96 * se
+
+
+def paired_mrr10(a: EvalResult, b: EvalResult) -> dict:
+    """MRR@10 of b minus a over the questions both evaluated, paired, with its 95% half-width."""
+    both = sorted(set(a.per_question) & set(b.per_question))
+    mean, half = paired_interval(rr10(a, both), rr10(b, both))
+    verdict = "within noise" if abs(mean) <= half else ("better" if mean > 0 else "worse")
+    return {"MRR@10": round(mean, 2), "ci95": round(half, 2), "questions": len(both), "verdict": verdict}

@@ -193,3 +193,64 @@ def test_subcommand_help(command):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([command, "--help"])
     assert e.value.code == 0
+
+
+def test_evaluate_pairs_with_an_earlier_per_question_file(tiny_beir, tmp_path, tiny_model_dir, capsys):
+    base = ["evaluate", "--data", str(tiny_beir), "--split", "train"]
+    dense = [*base, "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    bm25_file, dense_file = tmp_path / "bm25-q.json", tmp_path / "dense-q.json"
+    assert (
+        main([*base, "--retriever", "bm25", "--per-question", str(bm25_file), "--output", str(tmp_path / "b.json")])
+        == 0
+    )
+    stored = json.loads(bm25_file.read_text())
+    assert stored["split"] == "train" and stored["config"]["retriever"] == "bm25"
+    per_question = stored["result"]["per_question"]
+    assert len(per_question) == json.loads((tmp_path / "b.json").read_text())["num_questions"] > 1
+    assert all(v["first_relevant_rank"] >= 1 for v in per_question.values())
+    capsys.readouterr()
+    argv = [*dense, "--per-question", str(dense_file), "--paired-with", str(bm25_file)]
+    assert main([*argv, "--output", str(tmp_path / "d.json")]) == 0
+    out = json.loads((tmp_path / "d.json").read_text())
+    paired = out["paired_with"]
+    bm25_mrr = json.loads((tmp_path / "b.json").read_text())["MRR@10"]
+    assert paired["MRR@10"] == pytest.approx(out["MRR@10"] - bm25_mrr, abs=0.02)  # dense minus BM25
+    assert paired["questions"] == len(per_question) and paired["against"]["retriever"] == "bm25"
+    assert paired["ci95"] >= 0 and paired["verdict"] in ("better", "worse", "within noise")
+    # by hand: per question 1 / first relevant rank within the top 10, dense minus BM25
+    mine = json.loads(dense_file.read_text())["result"]["per_question"]
+    rr = {n: {q: (1 / v["first_relevant_rank"] if 0 < v["first_relevant_rank"] <= 10 else 0) for q, v in f.items()}
+          for n, f in (("dense", mine), ("bm25", per_question))}  # fmt: skip
+    by_hand = 100 * sum(rr["dense"][q] - rr["bm25"][q] for q in per_question) / len(per_question)
+    assert paired["MRR@10"] == pytest.approx(by_hand, abs=0.01)
+    # the same file twice: no difference
+    assert main([*dense, "--paired-with", str(dense_file), "--output", str(tmp_path / "same.json")]) == 0
+    same = json.loads((tmp_path / "same.json").read_text())["paired_with"]
+    assert (same["MRR@10"], same["ci95"], same["verdict"]) == (0.0, 0.0, "within noise")
+
+
+def test_evaluate_refuses_a_wrong_paired_file_before_evaluating(tiny_beir, tmp_path, capsys):
+    from tests.conftest import write_tiny_beir
+
+    base = ["evaluate", "--data", str(tiny_beir), "--retriever", "bm25"]
+    good = tmp_path / "test-q.json"
+    assert main([*base, "--split", "test", "--per-question", str(good)]) == 0
+    other = write_tiny_beir(tmp_path / "other")
+    with (other / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "extra", "title": "Extra", "text": "one more passage"}) + "\n")
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "metrics.json").write_text(json.dumps({"MRR@10": 50.0}))  # an --output file, not --per-question
+    cases = [
+        ([*base, "--split", "train", "--paired-with", str(good)], "evaluated split 'test', this evaluates 'train'"),
+        (["evaluate", "--data", str(other), "--retriever", "bm25", "--paired-with", str(good)], "another corpus"),
+        ([*base, "--paired-with", str(tmp_path / "broken.json")], "not a file written by `evaluate --per-question`"),
+        ([*base, "--paired-with", str(tmp_path / "metrics.json")], "not a file written by `evaluate --per-question`"),
+        ([*base, "--paired-with", str(tmp_path / "missing.json")], "cannot read it"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        out = tmp_path / "never.json"
+        assert main([*argv, "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, err
+        assert not out.exists()  # refused before evaluating: nothing written
