@@ -281,8 +281,11 @@ def _per_question_file(path: str, split: str, fingerprint: str, questions) -> tu
         if stored.get("format") != PER_QUESTION_FORMAT:
             raise ValueError(f"format {stored.get('format')!r}, expected {PER_QUESTION_FORMAT!r}")
         base = EvalResult(**stored["result"])
-        if not isinstance(base.per_question, dict):
-            raise ValueError("its per_question is not a mapping")
+        if not isinstance(base.per_question, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("first_relevant_rank", 0), int | float)
+            for v in base.per_question.values()
+        ):
+            raise ValueError("its per_question is not a mapping of question id to ranks")
     except OSError as e:
         raise ValueError(f"--paired-with {path}: cannot read it ({e.strerror or e})") from e
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:

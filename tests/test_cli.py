@@ -240,11 +240,15 @@ def test_evaluate_refuses_a_wrong_paired_file_before_evaluating(tiny_beir, tmp_p
         f.write(json.dumps({"_id": "extra", "title": "Extra", "text": "one more passage"}) + "\n")
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "metrics.json").write_text(json.dumps({"MRR@10": 50.0}))  # an --output file, not --per-question
+    bad_rank = json.loads(good.read_text())
+    bad_rank["result"]["per_question"][next(iter(bad_rank["result"]["per_question"]))] = {"first_relevant_rank": "1"}
+    (tmp_path / "bad-rank.json").write_text(json.dumps(bad_rank))
     cases = [
         ([*base, "--split", "train", "--paired-with", str(good)], "evaluated split 'test', this evaluates 'train'"),
         (["evaluate", "--data", str(other), "--retriever", "bm25", "--paired-with", str(good)], "another corpus"),
         ([*base, "--paired-with", str(tmp_path / "broken.json")], "not a file written by `evaluate --per-question`"),
         ([*base, "--paired-with", str(tmp_path / "metrics.json")], "not a file written by `evaluate --per-question`"),
+        ([*base, "--paired-with", str(tmp_path / "bad-rank.json")], "not a mapping of question id to ranks"),
         ([*base, "--paired-with", str(tmp_path / "missing.json")], "cannot read it"),
     ]
     for argv, message in cases:
