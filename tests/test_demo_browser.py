@@ -134,11 +134,20 @@ def test_answer_sentences_follow_the_ranking(server, page):
         services.config = saved
 
 
+def on_app(page, url: str) -> None:
+    """Open the app with an annotator name unless an earlier test left the page there (each test
+    also runs alone, e.g. under -k)."""
+    if page.url != url:
+        page.goto(url)
+        text_field(page, "annotator").fill("browser-tester")
+
+
 def test_annotate_with_keys_then_undo(server, page, shots):
-    services, _ = server
+    services, url = server
+    on_app(page, url)
     page.get_by_role("tab", name="Annotate").click()
     page.locator("#ann-item .item").wait_for()
-    assert page.locator("#guidelines").is_visible()
+    page.locator("#guidelines").wait_for(state="visible")
     assert page.locator("#ann-item .suggestion").count() == 0  # blind mode by default
     before = judgments(services.store.path)
     page.locator("#guidelines").click()
@@ -154,6 +163,7 @@ def test_annotate_with_keys_then_undo(server, page, shots):
 
 
 def test_every_other_tab_renders(server, page, shots):
+    on_app(page, server[1])
     page.get_by_role("tab", name="Hard negatives").click()
     page.locator("#neg-head .question").wait_for()
     page.locator("#neg-table").wait_for()
@@ -178,7 +188,7 @@ def test_fresh_start_says_no_cross_encoder_and_shows_no_probabilities(tmp_path, 
     try:
         page.goto(f"http://127.0.0.1:{port}/")
         page.locator("#ce-status").get_by_text("No trained cross-encoder yet").wait_for()
-        assert page.locator("#train-ce").is_visible()
+        page.locator("#train-ce").wait_for(state="visible")  # renders with the status; a loaded machine is slower
         text_field(page, "ask-question").fill("What are male honeybees called?")
         page.locator("#ask-button").click()
         page.locator("#hit-0 .hit").wait_for()
