@@ -190,7 +190,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # one load: with a weight to choose on another split, every split of the data comes in
     ds = _load(args.data, None if args.rerank_weight_from_dev else args.split)
     questions, qrels = ds.split(args.split)
-    fingerprint = ds.corpus.fingerprint()
+    # a hash of the whole corpus: only when a per-question file is read or written
+    fingerprint = ds.corpus.fingerprint() if args.paired_with or args.per_question else None
     # read before the evaluation runs, so that a wrong file costs nothing
     baseline = _per_question_file(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
     t0 = time.perf_counter()
