@@ -12,7 +12,9 @@ given), then reports, next to RUN's own cross-encoder:
   test questions, and the paired difference new minus RUN's with its 95% interval (`new_vs_run`);
 - with `--rerank-shares`, for both cross-encoders on the same questions, the ablation's re-ranking
   rows (the cross-encoder alone, with a dense share, with dense and BM25 shares, and the latter on
-  the hybrid head), the shares chosen on every dev question.
+  the hybrid head), the shares chosen on every dev question; every logit scored is written to
+  OUTPUT/rerank_logits.json;
+- with `--rerank-ensemble` too, the same rows for the mean of the two cross-encoders' logits.
 
     python benchmarks/cross_encoder_length.py --data ../shared/data/squad-v1.1-dev \
         --run runs/squad-cpu --output runs/ce256 --max-length 256
@@ -85,12 +87,16 @@ def share_heads(run_dir: Path, dual: DualEncoder, ds, picked: list) -> dict:
     }
 
 
-def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -> tuple[dict, list]:
+def rerank_shares(
+    ce: CrossEncoder | None, heads: dict, ds, picked: list, depth: int, memo: dict | None = None
+) -> tuple[dict, list]:
     """The ablation's re-ranking rows for one cross-encoder on `picked` test questions: the
     cross-encoder alone, + w x dense, + w x dense + v x BM25 on the dual-encoder's top-`depth`, and
     + w x dense + v x BM25 on the hybrid's (RRF of the dual-encoder and BM25); w and v chosen on
     every dev question (engine.fusion.choose_rerank_weight). `heads` comes from `share_heads`.
-    Returns the rows and each test row's evaluation, in row order (for paired comparisons)."""
+    `memo` gets the logits per (question id, passage id); given one that already holds every pair
+    (an ensemble's), `ce` is not needed. Returns the rows and each test row's evaluation, in row
+    order (for paired comparisons)."""
     from engine.ablation import rerank_candidates, reranked
     from engine.fusion import RERANK_BM25_WEIGHTS, choose_rerank_weight
 
@@ -98,7 +104,7 @@ def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -
     dev, dev_qrels = ds.split("dev")
     _, test_qrels = ds.split("test")
     sub = {q.id: test_qrels[q.id] for q in picked}
-    memo: dict = {}
+    memo = {} if memo is None else memo
     out: dict = {}
     results: list[EvalResult] = []
 
@@ -123,6 +129,14 @@ def rerank_shares(ce: CrossEncoder, heads: dict, ds, picked: list, depth: int) -
         rows["dev MRR@10 of that choice"] = round(c.mrr[(c.weight, c.bm25_weight)], 2)
         out[head] = rows
     return out, results
+
+
+def ensemble_logits(a: dict, b: dict) -> dict:
+    """The mean of two cross-encoders' logits per (question id, passage id); both must hold the
+    same pairs."""
+    if a.keys() != b.keys():
+        raise ValueError(f"the two cross-encoders scored different pairs ({len(a)} and {len(b)})")
+    return {k: (a[k] + b[k]) / 2 for k in a}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also the ablation's re-ranking rows with dense and BM25 shares for both cross-encoders (weights "
         "chosen on every dev question; scored through the fp32 ONNX Runtime copy when installed)",
     )
+    p.add_argument(
+        "--rerank-ensemble",
+        action="store_true",
+        help="with --rerank-shares: also the same rows for the mean of both cross-encoders' logits (an ensemble; "
+        "its own shares chosen on dev), paired against each",
+    )
     args = p.parse_args(argv)
+    if args.rerank_ensemble and not args.rerank_shares:
+        p.error("--rerank-ensemble needs --rerank-shares")
 
     run_dir, out = Path(args.run), Path(args.output)
     meta = json.loads((run_dir / "config.json").read_text())
@@ -255,17 +277,29 @@ def main(argv: list[str] | None = None) -> int:
         from engine.quantize import onnx_cross_encoder
 
         heads = share_heads(run_dir, dual, ds, picked)  # the same first stages for both cross-encoders
-        shares, rows = {}, {}
+        shares, rows, logits = {}, {}, {}
         for name, d in (("run", run_dir), ("new", out)):
             ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
             ce = onnx_cross_encoder(ce) if available() else ce
-            shares[name], rows[name] = rerank_shares(ce, heads, ds, picked, args.depth)
+            logits[name] = {}
+            shares[name], rows[name] = rerank_shares(ce, heads, ds, picked, args.depth, logits[name])
+        if args.rerank_ensemble:
+            logits["ensemble"] = ensemble_logits(logits["run"], logits["new"])
+            shares["ensemble"], rows["ensemble"] = rerank_shares(
+                None, heads, ds, picked, args.depth, dict(logits["ensemble"])
+            )
         # row by row (the same first stages and questions; the shares are each cross-encoder's own choice)
         names = [
             f"{head}: {row}" for head, table in shares["new"].items() for row in table if not row.startswith("dev ")
         ]
-        shares["new_vs_run"] = {n: paired_mrr10(a, b) for n, a, b in zip(names, rows["run"], rows["new"], strict=True)}
+        for a, b in (("new", "run"), ("ensemble", "run"), ("ensemble", "new")):
+            if b in rows and a in rows:
+                shares[f"{a}_vs_{b}"] = {n: paired_mrr10(x, y) for n, x, y in zip(names, rows[b], rows[a], strict=True)}
         report["rerank_test"]["shares"] = shares
+        # every logit scored, so that other combinations can be tried without scoring again
+        (out / "rerank_logits.json").write_text(
+            json.dumps({name: [[q, pid, v] for (q, pid), v in m.items()] for name, m in logits.items()}) + "\n"
+        )
     if args.report_truncation:
         tok = CrossEncoder.load(out / STEP_DIRS[2] / "model").tokenizer
         lengths = (base.cross.max_length, args.max_length)

@@ -719,3 +719,40 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     assert (report["loss"], report["epochs"], report["baseline_epochs"]) == ("listwise", 2, tiny_config.step2.epochs)
     step2 = json.loads((listwise / "config.json").read_text())["config"]["step2"]
     assert (step2["loss"], step2["epochs"]) == ("listwise", 2)
+    logits = json.loads((listwise / "rerank_logits.json").read_text())
+    assert set(logits) == {"run", "new"} and len(logits["run"]) == len(logits["new"]) > 0
+    with pytest.raises(SystemExit) as refused:
+        cel.main([*argv, "--rerank-ensemble"])  # needs --rerank-shares
+    assert refused.value.code == 2
+    assert cel.main([*argv, "--rerank-shares", "--rerank-ensemble"]) == 0  # step 2 is reused
+    shares = json.loads((listwise / "cross_encoder_length.json").read_text())["rerank_test"]["shares"]
+    assert {"ensemble", "ensemble_vs_run", "ensemble_vs_new"} <= set(shares)
+    logits = {
+        name: {(q, pid): v for q, pid, v in rows}
+        for name, rows in json.loads((listwise / "rerank_logits.json").read_text()).items()
+    }
+    assert set(logits["ensemble"]) == set(logits["run"]) == set(logits["new"])
+    for key, v in logits["ensemble"].items():
+        assert v == pytest.approx((logits["run"][key] + logits["new"][key]) / 2)
+    # the ensemble's "cross-encoder alone" row, recomputed from its logits by hand
+    from engine.dual_encoder import DualEncoder
+    from engine.index import DenseIndex
+    from engine.metrics import evaluate_rankings
+
+    test_q, test_qrels = ds.split("test")
+    picked = {q for q, _ in logits["ensemble"]} & set(test_qrels)
+    dense = DualEncoder.load(listwise / STEP_DIRS[1] / "model")
+    index = DenseIndex.build(dense.encode_passages(ds.corpus.passages), ds.corpus.ids)
+    by_id = {q.id: q for q in test_q}
+    chosen = sorted(picked)
+    top = index.search(dense.encode_queries([by_id[q].text for q in chosen]), 4).ids
+    by_logit = {
+        q: sorted(ids, key=lambda pid, q=q: -logits["ensemble"][(q, pid)]) for q, ids in zip(chosen, top, strict=True)
+    }
+    alone = evaluate_rankings(by_logit, {q: test_qrels[q] for q in chosen}, ds.corpus, ks=(1,)).metrics
+    assert shares["ensemble"]["dense"]["cross-encoder"]["MRR@10"] == pytest.approx(alone["MRR@10"], abs=0.01)
+    gap = shares["ensemble_vs_new"]["dense: cross-encoder"]["MRR@10"]
+    ens_row, new_row = (shares[n]["dense"]["cross-encoder"]["MRR@10"] for n in ("ensemble", "new"))
+    assert gap == pytest.approx(ens_row - new_row, abs=0.02)
+    with pytest.raises(ValueError, match="different pairs"):
+        cel.ensemble_logits({("q", "p"): 1.0}, {("q", "r"): 1.0})
