@@ -67,8 +67,10 @@ def answer_cut_off(ds, split: str, tokenizer, passage_tokens: int) -> float:
     return float(np.mean(np.array(starts) > passage_tokens)) if starts else float("nan")
 
 
-def rerank_mrr(ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, depth: int) -> tuple[dict, EvalResult]:
-    result = evaluate_rankings(rerank(ce, ds, questions, top, depth), qrels, ds.corpus, ks=(1, 5, 20))
+def rerank_mrr(
+    ce: CrossEncoder, ds, questions: list, top: dict, qrels: dict, depth: int, memo: dict | None = None
+) -> tuple[dict, EvalResult]:
+    result = evaluate_rankings(rerank(ce, ds, questions, top, depth, memo), qrels, ds.corpus, ks=(1, 5, 20))
     return {"MRR@10": round(result.metrics["MRR@10"], 2), "R@1": round(result.metrics["R@1"], 2)}, result
 
 
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rerank-shares",
         action="store_true",
         help="also the ablation's re-ranking rows with dense and BM25 shares for both cross-encoders (weights "
-        "chosen on every dev question; scored through the fp32 ONNX Runtime copy when installed)",
+        "chosen on every dev question; then every re-ranking row, the plain ones too, is scored through the fp32 ONNX "
+        "Runtime copy when installed: the same logits)",
     )
     p.add_argument(
         "--rerank-ensemble",
@@ -267,22 +270,24 @@ def main(argv: list[str] | None = None) -> int:
         "dual_encoder": str(final),
         "dense": {"MRR@10": round(dense["MRR@10"], 2), "R@1": round(dense["R@1"], 2)},
     }
-    evaluated = {}
+    evaluated, models, logits = {}, {}, {}
     for name, d in (("run", run_dir), ("new", out)):
-        ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
-        report["rerank_test"][name], evaluated[name] = rerank_mrr(ce, ds, picked, top, sub, args.depth)
+        models[name] = CrossEncoder.load(d / STEP_DIRS[2] / "model")
+        if args.rerank_shares:
+            from engine.onnx_int8 import available
+            from engine.quantize import onnx_cross_encoder
+
+            models[name] = onnx_cross_encoder(models[name]) if available() else models[name]
+        logits[name] = {}  # reused by the shares' rows: the same pairs are not scored twice
+        report["rerank_test"][name], evaluated[name] = rerank_mrr(
+            models[name], ds, picked, top, sub, args.depth, logits[name]
+        )
     report["rerank_test"]["new_vs_run"] = paired_mrr10(evaluated["run"], evaluated["new"])
     if args.rerank_shares:
-        from engine.onnx_int8 import available
-        from engine.quantize import onnx_cross_encoder
-
         heads = share_heads(run_dir, dual, ds, picked)  # the same first stages for both cross-encoders
-        shares, rows, logits = {}, {}, {}
-        for name, d in (("run", run_dir), ("new", out)):
-            ce = CrossEncoder.load(d / STEP_DIRS[2] / "model")
-            ce = onnx_cross_encoder(ce) if available() else ce
-            logits[name] = {}
-            shares[name], rows[name] = rerank_shares(ce, heads, ds, picked, args.depth, logits[name])
+        shares, rows = {}, {}
+        for name in ("run", "new"):
+            shares[name], rows[name] = rerank_shares(models[name], heads, ds, picked, args.depth, logits[name])
         if args.rerank_ensemble:
             logits["ensemble"] = ensemble_logits(logits["run"], logits["new"])
             shares["ensemble"], rows["ensemble"] = rerank_shares(

@@ -258,11 +258,17 @@ def reranked(
 
 
 def rerank(
-    ce: CrossEncoder, ds: Dataset, questions: list[Question], rankings: dict[str, list[str]], depth: int
+    ce: CrossEncoder,
+    ds: Dataset,
+    questions: list[Question],
+    rankings: dict[str, list[str]],
+    depth: int,
+    memo: dict[tuple[str, str], float] | None = None,
 ) -> dict[str, list[str]]:
-    """Each question's top-`depth` ids re-ordered by the cross-encoder alone."""
+    """Each question's top-`depth` ids re-ordered by the cross-encoder alone (`memo` as in
+    `rerank_candidates`)."""
     as_rankings = {q.id: Ranking(list(rankings[q.id]), [0.0] * len(rankings[q.id])) for q in questions}
-    return reranked(as_rankings, rerank_candidates(ce, ds, questions, as_rankings, depth))
+    return reranked(as_rankings, rerank_candidates(ce, ds, questions, as_rankings, depth, memo=memo))
 
 
 def dev_candidates(
