@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -131,6 +132,11 @@ def rerank_shares(
         rows["dev MRR@10 of that choice"] = round(c.mrr[(c.weight, c.bm25_weight)], 2)
         out[head] = rows
     return out, results
+
+
+def generic_row(row: str) -> str:
+    """A share row's name without its weights: "+ 5 x dense + 0.5 x BM25" -> "+ w x dense + v x BM25"."""
+    return re.sub(r"\+ [0-9.e+-]+ x BM25", "+ v x BM25", re.sub(r"\+ [0-9.e+-]+ x dense", "+ w x dense", row))
 
 
 def ensemble_logits(a: dict, b: dict) -> dict:
@@ -293,9 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             shares["ensemble"], rows["ensemble"] = rerank_shares(
                 None, heads, ds, picked, args.depth, dict(logits["ensemble"])
             )
-        # row by row (the same first stages and questions; the shares are each cross-encoder's own choice)
+        # row by row (the same first stages and questions; the shares are each cross-encoder's own choice,
+        # so a row is named by its place, "+ w x dense", not by one side's weights)
         names = [
-            f"{head}: {row}" for head, table in shares["new"].items() for row in table if not row.startswith("dev ")
+            f"{head}: {generic_row(row)}"
+            for head, table in shares["new"].items()
+            for row in table
+            if not row.startswith("dev ")
         ]
         for a, b in (("new", "run"), ("ensemble", "run"), ("ensemble", "new")):
             if b in rows and a in rows:

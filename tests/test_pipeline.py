@@ -707,6 +707,8 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     assert set(shares) == {"run", "new", "new_vs_run"} and set(shares["new"]) == {"dense", "hybrid"}
     paired = shares["new_vs_run"]  # row by row, new minus run, over the same questions
     assert len(paired) == 6 and paired["dense: first stage"]["MRR@10"] == 0 == paired["hybrid: first stage"]["MRR@10"]
+    # rows named by their place, not by one side's weights (each cross-encoder chooses its own)
+    assert {"dense: + w x dense", "dense: + w x dense + v x BM25", "hybrid: + w x dense + v x BM25"} < set(paired)
     alone = paired["dense: cross-encoder"]["MRR@10"]
     assert alone == pytest.approx(
         shares["new"]["dense"]["cross-encoder"]["MRR@10"] - shares["run"]["dense"]["cross-encoder"]["MRR@10"], abs=0.02
