@@ -25,7 +25,14 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from engine.data import Passage
-from engine.encoder import batch_token_budget, default_model_path, inference_batches, token_lengths
+from engine.encoder import (
+    batch_token_budget,
+    default_device,
+    default_model_path,
+    inference_batches,
+    resolve_device,
+    token_lengths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,8 @@ class CrossEncoder(torch.nn.Module):
     # --- build / load / save -------------------------------------------------------------
 
     @classmethod
-    def build(cls, config: CrossEncoderConfig | None = None) -> CrossEncoder:
+    def build(cls, config: CrossEncoderConfig | None = None, device: str | torch.device | None = None) -> CrossEncoder:
+        """From `config.model`, placed on `device` (None: `engine.encoder.default_device()`)."""
         config = config or CrossEncoderConfig()
         path = config.resolved_model()
         try:
@@ -76,6 +84,7 @@ class CrossEncoder(torch.nn.Module):
             raise OSError(
                 f"cannot load a cross-encoder from {path!r}: not a model directory, or the hub is unreachable ({e})"
             ) from None
+        model.to(default_device() if device is None else resolve_device(device))
         upstream_head = any(a.endswith("ForSequenceClassification") for a in (hf_config.architectures or []))
         if upstream_head and hf_config.num_labels == 1 and not config.trained:
             # a published cross-encoder (e.g. an MS MARCO re-ranker): its head is trained

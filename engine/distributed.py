@@ -28,6 +28,8 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from engine.encoder import default_device
+
 log = logging.getLogger(__name__)
 
 
@@ -79,10 +81,8 @@ def init_from_env(backend: str | None = None, timeout_minutes: float = 30.0) -> 
 
 
 def device() -> torch.device:
-    """The device this rank should train on: cuda:LOCAL_RANK with CUDA, else cpu."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    """The device this rank trains on: $ROCKETQA_DEVICE, else cuda:LOCAL_RANK with CUDA, else cpu."""
+    return default_device()
 
 
 def _comm_device(t: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,35 @@ POOLINGS = ("mean", "cls")
 # 710 ms in one padded batch of 20. Small batches fit the caches and pad less; a GPU wants large ones.
 CPU_BATCH_TOKENS = 1024
 LENGTH_CHUNK = 8192  # texts tokenised at a time to learn their lengths (bounds memory on large corpora)
+DEVICE_ENV = "ROCKETQA_DEVICE"  # where loaded models go: "cpu", "cuda" or "cuda:N" (unset: a GPU when there is one)
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """ "cpu", "cuda" or "cuda:N" as a torch.device, refused with a clear message when this machine lacks it."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this torch build sees no CUDA GPU")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return dev
+
+
+def default_device() -> torch.device:
+    """Where models are placed when loaded: $ROCKETQA_DEVICE when set, else cuda:LOCAL_RANK (one GPU per
+    torchrun process, wrapping around the visible GPUs) when CUDA is available, else the CPU."""
+    name = os.environ.get(DEVICE_ENV, "").strip()
+    if name:
+        return resolve_device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
 
 
 def default_model_path() -> str:
@@ -127,8 +157,10 @@ class TextEncoder(torch.nn.Module):
         pooling: str | None = None,
         normalize: bool | None = None,
         max_length: int | None = None,
+        device: str | torch.device | None = None,
     ) -> TextEncoder:
-        """Load from a Hugging Face id or local directory; unset options come from its ST files."""
+        """Load from a Hugging Face id or local directory; unset options come from its ST files. The model
+        goes to `device` (None: `default_device()`)."""
         st = read_st_settings(name_or_path)
         path = str(name_or_path)
         try:
@@ -138,6 +170,7 @@ class TextEncoder(torch.nn.Module):
             raise OSError(
                 f"cannot load a transformer from {path!r}: not a model directory, or the hub is unreachable ({e})"
             ) from None
+        model.to(default_device() if device is None else resolve_device(device))
         return cls(
             model,
             tokenizer,

@@ -96,7 +96,7 @@ def quantize_module(model: torch.nn.Module, config: QuantizeConfig | None = None
         raise ValueError("the model has no Linear layer to quantise")
     if "fbgemm" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "fbgemm"
-    clone = copy.deepcopy(model).eval()
+    clone = copy.deepcopy(model).cpu().eval()  # torch's dynamic int8 kernels run on the CPU only
     with warnings.catch_warnings():  # torch.ao's deprecation notice (the API still works in 2.x)
         warnings.simplefilter("ignore")
         out = quantize_dynamic(clone, {n: qconfig for n in names}, dtype=torch.qint8)
