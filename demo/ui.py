@@ -431,7 +431,7 @@ def _pipeline_tab(services: Services) -> None:
         gr.Markdown(ablation_note)
     with gr.Row():
         which = gr.CheckboxGroup(["1", "2", "3", "4"], value=["1", "2", "3", "4"], label="Steps to run")
-        preset = gr.Dropdown(["tiny", "cpu", "paper"], value="cpu", label="Preset")
+        preset = gr.Dropdown(["tiny", "cpu", "gpu", "paper"], value="cpu", label="Preset")
         start = gr.Button("Start in the background", elem_id="pipeline-start")
     status = gr.HTML(pipeline_status_html(services), elem_id="pipeline-status")
 

@@ -1,6 +1,6 @@
 """Command-line entry points of the RocketQA pipeline, added to `python -m engine` by `add_parser`.
 
-- `pipeline run --data DIR --output RUN [--preset cpu|paper|tiny] [--steps 1,2,3,4] [--undenoised]`
+- `pipeline run --data DIR --output RUN [--preset cpu|gpu|paper|tiny] [--steps 1,2,3,4] [--undenoised]`
   runs (or resumes) the four steps over a run directory (layout: `engine.pipeline`).
 - `pipeline summary RUN [--data DIR] [--json]` prints counts per decision and how often each
   decision was right where gold or answers exist.
@@ -342,7 +342,7 @@ def add_parser(subparsers) -> None:
     r = sub.add_parser("run", help="run or resume steps 1-4 (a step with DONE is skipped)")
     r.add_argument("--data", required=True, help="data directory (BEIR) with train/dev[/test/unlabeled] qrels")
     r.add_argument("--output", required=True, help="run directory (created, or resumed)")
-    r.add_argument("--preset", choices=["tiny", "cpu", "paper"], default="cpu")
+    r.add_argument("--preset", choices=["tiny", "cpu", "gpu", "paper"], default="cpu")
     r.add_argument("--steps", type=_steps, default=[1, 2, 3, 4], help="comma-separated steps to run (default 1,2,3,4)")
     r.add_argument(
         "--undenoised", action="store_true", help="step 3 keeps plain top-k hard negatives (the paper's ablation)"
@@ -425,7 +425,7 @@ def add_parser(subparsers) -> None:
     )
     a.add_argument("--data", required=True)
     a.add_argument("--output", required=True, help="directory for runs, ablation.md, ablation.json, ablation.png")
-    a.add_argument("--preset", choices=["tiny", "cpu", "paper"], default="cpu")
+    a.add_argument("--preset", choices=["tiny", "cpu", "gpu", "paper"], default="cpu")
     a.add_argument("--seeds", type=int, default=1, help="seeds per trained row (differences within noise are flagged)")
     a.add_argument("--rerank-depth", type=int, default=20, help="M_D2 + cross-encoder re-ranking depth")
     a.add_argument(

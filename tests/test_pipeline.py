@@ -54,11 +54,11 @@ def small_dataset(text_suffix: str = "") -> Dataset:
 
 
 def test_config_round_trips_through_json():
-    for name in ("tiny", "cpu", "paper"):
+    for name in ("tiny", "cpu", "gpu", "paper"):
         cfg = preset(name, extra_unlabeled=("a.jsonl",))
         assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown preset"):
-        preset("gpu")
+        preset("tpu")
     with pytest.raises(ValueError, match="unknown config keys"):
         PipelineConfig.from_dict({"nonsense": 1})
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The `gpu` preset on one GPU, in one call: the CUDA tests, the four steps with denoised and with
+# undenoised hard negatives side by side (two processes sharing the GPU), then M_D2 on the test split
+# alone, paired (denoised vs undenoised), and re-ranked by the run's cross-encoder (dense and
+# hybrid heads, shares chosen on dev). Each stage has its own time limit, so a slow stage still
+# leaves the earlier ones' results.
+#
+#   benchmarks/gpu_run.sh DATA OUT [PIPELINE_SECONDS]
+#
+# OUT gets three files: summary.json (every metric read back from the runs), summary.md and
+# logs.tar.gz (logs, each step's metrics.json and config.json, per-question files). The runs
+# themselves (models, caches) stay in WORK (default /tmp/gpu-run). PYTHON picks the interpreter
+# (default python3), PRESET the preset (default gpu; tiny for a dry run on a CPU), STEPS the steps
+# (default 1,2,3,4; 1,2,3 compares M_D1 alone: the undenoised run then skips step 2). The last
+# finished step of each run is evaluated and paired; re-ranking needs step 4.
+set -u
+DATA=${1:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
+OUT=${2:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
+BUDGET=${3:-420}
+PY=${PYTHON:-python3}
+PRESET=${PRESET:-gpu}
+STEPS=${STEPS:-1,2,3,4}
+WORK=${WORK:-/tmp/gpu-run}
+RUNS=$WORK/runs
+LOGS=$WORK/logs
+mkdir -p "$RUNS" "$LOGS" "$OUT"
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+stamp() { echo "[$(($(date +%s) - t0)) s] $*"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$LOGS/gpu.txt" 2>&1
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'transformers', transformers.__version__, 'gpu', torch.cuda.get_device_name(0))" >>"$LOGS/gpu.txt" 2>&1
+cat "$LOGS/gpu.txt"
+
+stamp "pipelines start (limit ${BUDGET} s each)"
+for mode in denoised undenoised; do
+    flag=""
+    [ "$mode" = undenoised ] && flag="--undenoised"
+    timeout "$BUDGET" $PY -m engine pipeline run --data "$DATA" --output "$RUNS/$mode" \
+        --preset "$PRESET" --eval-test --steps "$STEPS" $flag >"$LOGS/pipeline-$mode.log" 2>&1 &
+done
+
+stamp "CUDA tests"
+timeout 150 $PY -m pytest -p no:cacheprovider -m gpu tests/test_device.py -q -rs >"$LOGS/pytest-gpu.log" 2>&1
+tail -3 "$LOGS/pytest-gpu.log"
+wait
+stamp "pipelines done"
+tail -n 3 "$LOGS"/pipeline-*.log
+
+D=$RUNS/denoised
+U=$RUNS/undenoised
+last() { for s in step4_augment step3_denoise; do [ -f "$1/$s/DONE" ] && { echo "$s"; return; }; done; }
+LD=$(last "$D")
+LU=$(last "$U")
+if [ -n "$LD" ]; then
+    stamp "$LD on test, paired"
+    timeout 60 $PY -m engine evaluate --data "$DATA" --split test --model "$D/$LD/model" \
+        --per-question "$LOGS/denoised.json" >"$LOGS/eval-denoised-$LD.json" 2>"$LOGS/eval-denoised-$LD.log"
+    if [ "$LU" = "$LD" ]; then
+        timeout 60 $PY -m engine evaluate --data "$DATA" --split test --model "$U/$LU/model" \
+            --paired-with "$LOGS/denoised.json" >"$LOGS/eval-undenoised-$LU.json" 2>"$LOGS/eval-undenoised-$LU.log"
+    fi
+fi
+if [ "$LD" = step4_augment ]; then
+    for head in dense hybrid; do
+        stamp "M_D2 $head top-20 re-ranked"
+        bm25=""
+        [ "$head" = hybrid ] && bm25="--rerank-bm25"
+        timeout 120 $PY -m engine evaluate --data "$DATA" --split test --retriever "$head" \
+            --model "$D/step4_augment/model" --reranker "$D/step2_cross_encoder/model" --rerank-depth 20 \
+            --rerank-weight-from-dev dev $bm25 --paired-with "$LOGS/denoised.json" \
+            >"$LOGS/eval-rerank-$head.json" 2>"$LOGS/eval-rerank-$head.log"
+    done
+fi
+stamp "collecting"
+
+$PY - "$RUNS" "$LOGS" "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+
+runs, logs, out = map(Path, sys.argv[1:])
+summary = {"gpu": (logs / "gpu.txt").read_text(), "runs": {}, "evaluate": {}}
+for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+    steps = {}
+    for d in sorted(run.glob("step*")):
+        m = d / "metrics.json"
+        if m.is_file():
+            steps[d.name] = json.loads(m.read_text()) | {"done": (d / "DONE").is_file()}
+    t = run / "timings.json"
+    summary["runs"][run.name] = {"steps": steps, "timings": json.loads(t.read_text()) if t.is_file() else None}
+for f in sorted(logs.glob("eval-*.json")):
+    try:
+        summary["evaluate"][f.stem] = json.loads(f.read_text())
+    except ValueError:
+        summary["evaluate"][f.stem] = {"error": (logs / f"{f.stem}.log").read_text()[-2000:]}
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
+lines = ["| run | step | dev MRR@10 | test MRR@10 | test R@1 | test R@100 | seconds |", "|---|---|---|---|---|---|---|"]
+for name, r in summary["runs"].items():
+    for step, m in r["steps"].items():
+        dev, test = m.get("dev") or {}, m.get("test") or {}
+        lines.append(
+            f"| {name} | {step} | {dev.get('MRR@10', '-')} | {test.get('MRR@10', '-')} | {test.get('R@1', '-')} "
+            f"| {test.get('R@100', '-')} | {(m.get('seconds') or {}).get('total', '-')} |"
+        )
+for name, e in summary["evaluate"].items():
+    paired = e.get("paired_with") or {}
+    paired = {k: v for k, v in paired.items() if k not in ("against", "file")}
+    lines.append(
+        f"| evaluate | {name} | | {e.get('MRR@10', json.dumps(e)[:300])} | {e.get('R@1', '')} | {e.get('R@100', '')} "
+        f"| {json.dumps(paired)} |"
+    )
+(out / "summary.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs $(cd "$WORK" && ls -d runs/*/step*/metrics.json runs/*/timings.json runs/*/step*/config.json 2>/dev/null)
+stamp "done"
