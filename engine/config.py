@@ -276,13 +276,15 @@ def with_step_overrides(
     inverse_cloze: int = 0,
     inverse_cloze_scope: str = "",
     cross_inverse_cloze: int = 0,
+    passage_max_length: int = 0,
 ) -> PipelineConfig:
     """The command-line overrides `pipeline run` and `ablation` share (0 / None / "" = keep the
     preset's): the cross-encoder's tokens per pair, step 4's positive threshold, the dev precision
     that chooses that threshold instead (`AugmentConfig.pos_precision_target`), step 2's loss
     (`CrossTrainConfig.loss`), the thresholds that choice may pick from (`pos_threshold_grid`) and
     step 1's inverse-cloze pseudo-queries per passage and their scope (`InverseClozeConfig`), and
-    step 2's (`CrossSamplingConfig.inverse_cloze`, the same scope)."""
+    step 2's (`CrossSamplingConfig.inverse_cloze`, the same scope), and the dual-encoders' passage
+    tokens (`DualEncoderConfig.passage_max_length`)."""
     if cross_loss:
         config = replace(config, step2=replace(config.step2, loss=cross_loss))
     if cross_max_length:
@@ -299,4 +301,6 @@ def with_step_overrides(
         config = replace(config, inverse_cloze=replace(config.inverse_cloze, scope=inverse_cloze_scope))
     if cross_inverse_cloze:
         config = replace(config, ce_sampling=replace(config.ce_sampling, inverse_cloze=cross_inverse_cloze))
+    if passage_max_length:
+        config = replace(config, dual=replace(config.dual, passage_max_length=passage_max_length))
     return config

@@ -307,6 +307,21 @@ def test_cross_max_length_argument(capsys):
         assert "--cross-max-length" in capsys.readouterr().err
 
 
+def test_passage_max_length_argument(capsys):
+    from engine.cli import build_parser
+    from engine.pipeline_cli import build_config
+
+    base = ["pipeline", "run", "--data", "d", "--output", "o", "--preset", "cpu"]
+    assert build_config(build_parser().parse_args(base)).dual.passage_max_length == 128
+    config = build_config(build_parser().parse_args([*base, "--passage-max-length", "256"]))
+    assert config.dual.passage_max_length == 256 and config.dual.query_max_length == 32
+    assert config.cross == preset("cpu").cross and config.step1 == preset("cpu").step1
+    for bad in ("8", "1024", "long"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--passage-max-length", bad])
+        assert "--passage-max-length" in capsys.readouterr().err
+
+
 def test_positive_threshold_arguments(capsys):
     from engine.cli import build_parser
     from engine.pipeline_cli import build_config
