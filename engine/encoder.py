@@ -36,7 +36,8 @@ DEVICE_ENV = "ROCKETQA_DEVICE"  # where loaded models go: "cpu", "cuda" or "cuda
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """ "cpu", "cuda" or "cuda:N" as a torch.device, refused with a clear message when this machine lacks it."""
+    """The torch.device named by "cpu", "cuda" or "cuda:N"; a ValueError with the reason when this machine
+    lacks it."""
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
