@@ -377,7 +377,7 @@ def add_parser(subparsers) -> None:
         type=_max_length("--passage-max-length"),
         default=0,
         help="dual-encoder tokens per passage, title included (0 = the preset's: cpu and paper 128, gpu 256); on "
-        "SQuAD test 14.9%% of answers end beyond token 128 and 1.8%% beyond 256 (docs/PIPELINE.md)",
+        "SQuAD test 15.0%% of answers end beyond token 128 and 1.8%% beyond 256 (benchmarks/passage_truncation.py)",
     )
     r.add_argument(
         "--pos-threshold",
