@@ -168,6 +168,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
         qrels,
         RERANK_WEIGHTS if retriever.dense is not None else (0.0,),
         RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
+        extend=args.rerank_grid_extend,
     )
     log.info(
         "re-ranking weights %g (dense), %g (BM25) chosen on %s (%d questions)",
@@ -185,6 +186,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_rerank_weights(args)
     if args.rerank_bm25 and not args.rerank_weight_from_dev:
         raise ValueError("--rerank-bm25 chooses the BM25 share on a dev split: add --rerank-weight-from-dev SPLIT")
+    if args.rerank_grid_extend < 0:
+        raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
+    if args.rerank_grid_extend and not args.rerank_weight_from_dev:
+        raise ValueError("--rerank-grid-extend extends the grid that --rerank-weight-from-dev SPLIT searches: add it")
     if args.rerank_weight_from_dev and (args.rerank_weight or args.rerank_bm25_weight):
         raise ValueError("--rerank-weight-from-dev chooses the weights: drop --rerank-weight / --rerank-bm25-weight")
     # one load: with a weight to choose on another split, every split of the data comes in
@@ -227,6 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     "split": args.rerank_weight_from_dev,
                     "questions": weight_choice.questions,
                     "on_grid_edge": weight_choice.on_edge,
+                    "grid_extensions": weight_choice.extensions,
                 }
                 | {
                     f"MRR@{weight_choice.cutoff} at weights {w:g} (dense), {v:g} (BM25)": round(m, 2)
@@ -411,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank-bm25",
         action="store_true",
         help="with --rerank-weight-from-dev: also choose the BM25 share (engine.fusion.RERANK_BM25_WEIGHTS)",
+    )
+    p.add_argument(
+        "--rerank-grid-extend",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --rerank-weight-from-dev: while the dev choice is a share's largest weight, double that "
+        "share's largest weight, at most N times (no extra scoring; default 0 = the fixed grid)",
     )
     p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")

@@ -88,6 +88,7 @@ class WeightChoice:
     mrr: dict[tuple[float, float], float]  # MRR@cutoff (percent) per (dense weight, BM25 weight) tried
     questions: int
     cutoff: int
+    extensions: int = 0  # times the grid's largest weight of a share was doubled (`choose_rerank_weight(extend=)`)
 
     @property
     def on_edge(self) -> bool:
@@ -140,32 +141,56 @@ def choose_rerank_weight(
     qrels: Qrels,
     weights: Sequence[float] = RERANK_WEIGHTS,
     bm25_weights: Sequence[float] = (0.0,),
+    extend: int = 0,
 ) -> WeightChoice:
     """The (dense, BM25) weights with the best MRR@10 (`engine.metrics.evaluate_rankings`) over the
     questions with a relevant passage, on a grid (choose them on dev, never on the split you
-    report). Ties go to the smaller BM25 weight, then to the smaller dense weight."""
+    report). Ties go to the smaller BM25 weight, then to the smaller dense weight.
+
+    `extend` > 0: while the choice is the largest weight of a share, that share's grid gets twice its
+    largest weight, at most `extend` times (the logits are already scored: only the ranking is redone)."""
     if not weights or not bm25_weights:
         raise ValueError("no weights to choose from")
+    if extend < 0:
+        raise ValueError(f"extend must be >= 0, got {extend}")
     judged = {q: qrels[q] for q in candidates if any(g > 0 for g in qrels.get(q, {}).values())}
     if not judged:
         raise ValueError("no question with a relevant passage to choose a re-ranking weight on")
-    mrr = {}
-    for v in sorted(set(bm25_weights)):
-        for w in sorted(set(weights)):
-            rankings = {}
-            for q in judged:
-                c = candidates[q]
-                rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, w, c.bm25, v)]
-            mrr[(w, v)] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
-    best = max(mrr, key=lambda wv: (mrr[wv], -wv[1], -wv[0]))
-    choice = WeightChoice(best[0], best[1], mrr, len(judged), CUTOFF)
+    ws, vs = sorted(set(weights)), sorted(set(bm25_weights))
+    mrr: dict[tuple[float, float], float] = {}
+    for extensions in range(extend + 1):
+        for v in vs:
+            for w in ws:
+                if (w, v) in mrr:
+                    continue
+                rankings = {}
+                for q in judged:
+                    c = candidates[q]
+                    rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, w, c.bm25, v)]
+                mrr[(w, v)] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
+        best = max(mrr, key=lambda wv: (mrr[wv], -wv[1], -wv[0]))
+        choice = WeightChoice(
+            best[0],
+            best[1],
+            dict(sorted(mrr.items(), key=lambda kv: (kv[0][1], kv[0][0]))),
+            len(judged),
+            CUTOFF,
+            extensions,
+        )
+        if not choice.on_edge or extensions == extend:
+            break
+        if best[0] > 0 and best[0] == max(ws):
+            ws.append(2 * max(ws))
+        if best[1] > 0 and best[1] == max(vs):
+            vs.append(2 * max(vs))
     if choice.on_edge:
         log.warning(
             "the re-ranking weights chosen (%g dense, %g BM25) include the largest of the grid: a larger one might "
             "do better (this cross-encoder's logits may have a larger scale); the grid is engine.fusion.RERANK_WEIGHTS "
-            "/ RERANK_BM25_WEIGHTS",
+            "/ RERANK_BM25_WEIGHTS%s",
             choice.weight,
             choice.bm25_weight,
+            f", doubled {extend} time(s)" if extend else " (evaluate --rerank-grid-extend N doubles it)",
         )
     return choice
 

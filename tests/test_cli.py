@@ -99,6 +99,20 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     best = max(pairs.values())
     chosen = min((p for p, m in pairs.items() if m == best), key=lambda p: (p[1], p[0]))
     assert (config["rerank_weight"], config["rerank_bm25_weight"]) == chosen
+    assert config["rerank_weight_choice"]["grid_extensions"] == 0
+
+    # --rerank-grid-extend: the fixed grid's results stay; the choice is never worse on the chosen split
+    wide = tmp_path / "wide.json"
+    assert main([*argv[:-1], str(wide), "--rerank-bm25", "--rerank-grid-extend", "3"]) == 0
+    wide_choice = json.loads(wide.read_text())["config"]["rerank_weight_choice"]
+    assert {k: v for k, v in wide_choice.items() if k in config["rerank_weight_choice"]} == config[
+        "rerank_weight_choice"
+    ] | {"on_grid_edge": wide_choice["on_grid_edge"], "grid_extensions": wide_choice["grid_extensions"]}
+    assert 0 <= wide_choice["grid_extensions"] <= 3
+    assert (wide_choice["grid_extensions"] > 0) == config["rerank_weight_choice"]["on_grid_edge"]
+    assert main([*common, *rerank, "--split", "test", "--rerank-grid-extend", "2"]) == 2
+    assert "add it" in capsys.readouterr().err
+    assert main([*argv, "--rerank-grid-extend", "-1"]) == 2 and ">= 0" in capsys.readouterr().err
 
 
 def test_int8_shards_index_only_with_the_int8_model(tiny_beir, tmp_path, tiny_model_dir, capsys):

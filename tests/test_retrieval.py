@@ -153,6 +153,30 @@ def test_bm25_and_dense_weights_are_chosen_together_and_ties_prefer_less_bm25():
         choose_rerank_weight({"q1": RerankCandidates(("a",), (0.1,), (0.0,))}, {"q1": {"a": 1}}, bm25_weights=(1.0,))
 
 
+def test_the_grid_is_extended_while_the_choice_is_its_largest_weight():
+    from engine.fusion import RerankCandidates, choose_rerank_weight
+
+    def needs(v: float) -> RerankCandidates:  # the relevant second passage wins once the BM25 weight exceeds v
+        return RerankCandidates(("x", "rel"), (0.0, 0.0), (v, 0.0), (0.0, 1.0))
+
+    candidates = {
+        "qa": needs(0.15),
+        "qb": needs(0.3),
+        "qc": RerankCandidates(("rel", "y"), (0.0, 0.0), (1.5, 0.0), (0.0, 1.0)),  # lost once v > 1.5
+    }
+    relevant = {q: {"rel": 1} for q in candidates}
+    fixed = choose_rerank_weight(candidates, relevant, weights=(0.0,), bm25_weights=(0.0, 0.2))
+    assert (fixed.bm25_weight, fixed.on_edge, fixed.extensions) == (0.2, True, 0)
+    once = choose_rerank_weight(candidates, relevant, weights=(0.0,), bm25_weights=(0.0, 0.2), extend=1)
+    assert (once.bm25_weight, once.on_edge, once.extensions) == (0.4, True, 1)  # better, still the largest
+    free = choose_rerank_weight(candidates, relevant, weights=(0.0,), bm25_weights=(0.0, 0.2), extend=5)
+    # 0.8 ties 0.4 (ties go to the smaller weight), so the search stops after two doublings
+    assert (free.bm25_weight, free.on_edge, free.extensions) == (0.4, False, 2)
+    assert free.mrr == pytest.approx({(0.0, 0.0): 200 / 3, (0.0, 0.2): 250 / 3, (0.0, 0.4): 100.0, (0.0, 0.8): 100.0})
+    with pytest.raises(ValueError, match="extend"):
+        choose_rerank_weight(candidates, relevant, extend=-1)
+
+
 def test_bm25_scores_of_given_passages_match_search(tiny_beir):
     ds = read_beir(tiny_beir)
     bm25 = BM25Index.build(ds.corpus)
