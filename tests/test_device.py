@@ -12,35 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.batching import make_batch
 from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
-from engine.data import Corpus, Passage
+from engine.data import Corpus
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
 from engine.encoder import DEVICE_ENV, TextEncoder, default_device, resolve_device
-from engine.examples import TrainExample
-from engine.gradcache import Tower, grad_cache_backward, plain_backward
-from engine.loss import contrastive_loss
 from engine.train_cross import CrossTrainConfig, train_cross_encoder
-from engine.train_dual import DualTrainConfig, _encoders, train_dual_encoder
+from engine.train_dual import DualTrainConfig, train_dual_encoder
+from tests.toy_dual import FACTS, contrastive_step, toy
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-FACTS = [
-    ("bees", "Worker honeybees perform a waggle dance to tell nest mates where flowers are.", "How do bees show where flowers are?"),
-    ("lens", "The Fresnel lens, invented by Augustin-Jean Fresnel, let lighthouses shine farther.", "Who invented the lighthouse lens?"),
-    ("vesuvius", "Mount Vesuvius erupted in the year 79 and buried Pompeii and Herculaneum.", "Which towns did Vesuvius bury?"),
-    ("coffee", "Arabica coffee grows best at high altitude in the tropics.", "Where does arabica coffee grow best?"),
-    ("glacier", "Glaciers carve U-shaped valleys as they slowly flow downhill under their own weight.", "What shape of valley do glaciers carve?"),
-    ("violin", "Antonio Stradivari built violins in Cremona in the seventeenth and eighteenth centuries.", "Where did Stradivari build violins?"),
-]  # fmt: skip
-
-
-def toy() -> tuple[list[TrainExample], Corpus]:
-    corpus = Corpus([Passage(pid, text, pid.capitalize()) for pid, text, _ in FACTS])
-    examples = [
-        TrainExample(f"q{i}", q, (pid,), (FACTS[(i + 1) % len(FACTS)][0],)) for i, (pid, _, q) in enumerate(FACTS)
-    ]
-    return examples, corpus
 
 
 def test_the_environment_variable_picks_the_device(monkeypatch):
@@ -84,7 +64,7 @@ def test_models_are_placed_where_asked(monkeypatch, tiny_model_dir):
 @pytest.mark.gpu
 @needs_cuda
 def test_gpu_encodes_and_scores_like_the_cpu(tiny_model_dir):
-    _, corpus = toy()
+    _, corpus = toy(6)
     texts = [p.text for p in corpus]
     cpu = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))
     cpu.to("cpu")
@@ -96,7 +76,7 @@ def test_gpu_encodes_and_scores_like_the_cpu(tiny_model_dir):
     ce_gpu = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
     assert ce_gpu.device.type == "cuda"
     ce_cpu = copy.deepcopy(ce_gpu).to("cpu")  # the same (untrained, randomly initialised) head
-    questions = [q for *_, q in FACTS]
+    questions = [q for *_, q in FACTS[:6]]
     x, y = ce_cpu.logits(questions, list(corpus)), ce_gpu.logits(questions, list(corpus))
     assert np.abs(x - y).max() < 1e-3 and np.isfinite(y).all()
 
@@ -105,7 +85,7 @@ def test_gpu_encodes_and_scores_like_the_cpu(tiny_model_dir):
 @needs_cuda
 @pytest.mark.parametrize("mixed_precision", [False, True])
 def test_dual_encoder_trains_on_the_gpu(tiny_model_dir, mixed_precision):
-    examples, corpus = toy()
+    examples, corpus = toy(6)
     model = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))
     cfg = DualTrainConfig(
         epochs=6, batch_size=6, learning_rate=2e-4, temperature=0.05, seed=1, mixed_precision=mixed_precision
@@ -117,21 +97,7 @@ def test_dual_encoder_trains_on_the_gpu(tiny_model_dir, mixed_precision):
 
 
 def _gpu_step(model: DualEncoder, corpus: Corpus, chunk: int, seed: int) -> tuple[float, dict]:
-    examples, _ = toy()
-    batch = make_batch(
-        [e.question_id for e in examples], [e.question for e in examples], [e.positives[0] for e in examples],
-        [e.negatives for e in examples],
-    )  # fmt: skip
-    encode_q, encode_p = _encoders(model, corpus, mixed_precision=False)
-    towers = [Tower(encode_q, list(batch.questions)), Tower(encode_p, list(batch.passage_ids))]
-
-    def loss_fn(q, p):
-        return contrastive_loss(q, p, batch.target_tensor(), 0.05)
-
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)
-    loss = grad_cache_backward(towers, loss_fn, chunk) if chunk else plain_backward(towers, loss_fn)
-    return float(loss), {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
+    return contrastive_step(model, toy(6)[0], corpus, chunk, seed)
 
 
 def _same_step(a: tuple[float, dict], b: tuple[float, dict], rel: float) -> bool:
@@ -148,7 +114,7 @@ def test_grad_cache_on_the_gpu_equals_the_plain_step(tiny_model_dir, tmp_path):
     step, dropout on), and chunks give the plain step's gradients (dropout off)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    _, corpus = toy()
+    _, corpus = toy(6)
     model = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir))
     model.train()
     assert model.query_encoder.device.type == "cuda"
@@ -167,7 +133,7 @@ def test_grad_cache_on_the_gpu_equals_the_plain_step(tiny_model_dir, tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_cross_encoder_trains_on_the_gpu_with_bf16(tiny_model_dir):
-    examples, corpus = toy()
+    examples, corpus = toy(6)
     model = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir, max_length=64))
     cfg = CrossTrainConfig(
         epochs=8, batch_size=6, learning_rate=2e-4, negatives_per_positive=1, calibration_fraction=0.0,

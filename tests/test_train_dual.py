@@ -6,32 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.batching import make_batch
-from engine.data import Corpus, DataError, Passage
+from engine.data import Corpus, DataError
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
 from engine.examples import TrainExample
-from engine.gradcache import Tower, grad_cache_backward, plain_backward
 from engine.loss import contrastive_loss
-from engine.train_dual import DualTrainConfig, TrainResult, _encoders, default_temperature, train_dual_encoder
-
-FACTS = [
-    ("bees", "Worker honeybees perform a waggle dance to tell nest mates where flowers are.", "How do bees show where flowers are?"),
-    ("lens", "The Fresnel lens, invented by Augustin-Jean Fresnel, let lighthouses shine farther.", "Who invented the lighthouse lens?"),
-    ("vesuvius", "Mount Vesuvius erupted in the year 79 and buried Pompeii and Herculaneum.", "Which towns did Vesuvius bury?"),
-    ("coffee", "Arabica coffee grows best at high altitude in the tropics.", "Where does arabica coffee grow best?"),
-    ("glacier", "Glaciers carve U-shaped valleys as they slowly flow downhill under their own weight.", "What shape of valley do glaciers carve?"),
-    ("violin", "Antonio Stradivari built violins in Cremona in the seventeenth and eighteenth centuries.", "Where did Stradivari build violins?"),
-    ("comet", "A comet's tail always points away from the Sun because of the solar wind.", "Why does a comet's tail point away from the Sun?"),
-    ("tide", "Tides are caused mainly by the gravitational pull of the Moon on the oceans.", "What mainly causes the tides?"),
-]  # fmt: skip
-
-
-def toy() -> tuple[list[TrainExample], Corpus]:
-    corpus = Corpus([Passage(pid, text, pid.capitalize()) for pid, text, _ in FACTS])
-    examples = [
-        TrainExample(f"q{i}", q, (pid,), (FACTS[(i + 1) % len(FACTS)][0],)) for i, (pid, _, q) in enumerate(FACTS)
-    ]
-    return examples, corpus
+from engine.train_dual import DualTrainConfig, TrainResult, default_temperature, train_dual_encoder
+from tests.toy_dual import contrastive_step, toy
 
 
 @pytest.fixture(scope="module")
@@ -45,26 +25,8 @@ def nodrop_dir(tiny_model_dir, tmp_path_factory) -> str:
     return str(d)
 
 
-def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
 def _step(model: DualEncoder, corpus: Corpus, chunk: int, seed: int) -> tuple[float, dict]:
-    examples, _ = toy()
-    batch = make_batch(
-        [e.question_id for e in examples], [e.question for e in examples], [e.positives[0] for e in examples],
-        [e.negatives for e in examples],
-    )  # fmt: skip
-    encode_q, encode_p = _encoders(model, corpus, mixed_precision=False)
-    towers = [Tower(encode_q, list(batch.questions)), Tower(encode_p, list(batch.passage_ids))]
-
-    def loss_fn(q, p):
-        return contrastive_loss(q, p, batch.target_tensor(), 0.05)
-
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)
-    loss = grad_cache_backward(towers, loss_fn, chunk) if chunk else plain_backward(towers, loss_fn)
-    return float(loss), _grads(model)
+    return contrastive_step(model, toy()[0], corpus, chunk, seed)
 
 
 def _assert_same_grads(a: dict, b: dict, rel: float) -> None:
