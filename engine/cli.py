@@ -112,6 +112,15 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
         show_progress=show_progress,
         passage_max_length=args.passage_max_length,
     )
+    max_length = getattr(args, "rerank_max_length", None)
+    if max_length:
+        if retriever.reranker is None:
+            raise ValueError("--rerank-max-length needs --reranker")
+        if not 32 <= max_length <= 512:
+            raise ValueError(f"--rerank-max-length must be 32-512 tokens, got {max_length}")
+        from dataclasses import replace
+
+        retriever.reranker.config = replace(retriever.reranker.config, max_length=max_length)
     if args.rerank_onnx:
         if retriever.reranker is None:
             raise ValueError("--rerank-onnx needs --reranker")
@@ -224,6 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "retriever": args.retriever,
             "model": args.model or "packaged all-MiniLM-L6-v2" if args.retriever != "bm25" else None,
             "reranker": args.reranker,
+            "rerank_max_length": retriever.reranker.config.max_length if retriever.reranker else None,
             "rerank_depth": args.rerank_depth,
             "rerank_weight": retriever.rerank_weight if args.rerank_depth else None,
             "rerank_bm25_weight": retriever.rerank_bm25_weight if args.rerank_depth else None,
@@ -389,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     p.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default="dense")
     p.add_argument("--reranker", default=None, help="cross-encoder directory or hub id to re-rank with")
+    p.add_argument(
+        "--rerank-max-length",
+        type=int,
+        default=None,
+        help="cross-encoder tokens per (question, passage) pair at inference (default: what it was trained with)",
+    )
     p.add_argument("--rerank-depth", type=int, default=0, help="re-rank the top-N with the cross-encoder (0 = off)")
     p.add_argument(
         "--rerank-weight",

@@ -110,6 +110,15 @@ def test_evaluate_chooses_the_rerank_weight_on_another_split(tiny_beir, tmp_path
     ] | {"on_grid_edge": wide_choice["on_grid_edge"], "grid_extensions": wide_choice["grid_extensions"]}
     assert 0 <= wide_choice["grid_extensions"] <= 3
     assert (wide_choice["grid_extensions"] > 0) == config["rerank_weight_choice"]["on_grid_edge"]
+    # --rerank-max-length: the cross-encoder reads that many tokens at inference, and the output says so
+    assert config["rerank_max_length"] == CrossEncoder.load(tmp_path / "ce").config.max_length
+    short = tmp_path / "short.json"
+    assert main([*argv[:-1], str(short), "--rerank-max-length", "32"]) == 0
+    assert json.loads(short.read_text())["config"]["rerank_max_length"] == 32
+    capsys.readouterr()
+    assert main([*common, "--split", "test", "--rerank-max-length", "64"]) == 2
+    assert "--rerank-max-length needs --reranker" in capsys.readouterr().err
+    assert main([*argv, "--rerank-max-length", "1024"]) == 2 and "32-512" in capsys.readouterr().err
     assert main([*common, *rerank, "--split", "test", "--rerank-grid-extend", "2"]) == 2
     assert "add it" in capsys.readouterr().err
     assert main([*argv, "--rerank-grid-extend", "-1"]) == 2 and ">= 0" in capsys.readouterr().err
