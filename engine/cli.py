@@ -15,7 +15,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 log = logging.getLogger("engine")
@@ -112,14 +112,8 @@ def _retriever(args: argparse.Namespace, corpus, show_progress: bool = True):
         show_progress=show_progress,
         passage_max_length=args.passage_max_length,
     )
-    max_length = getattr(args, "rerank_max_length", None)
+    max_length = getattr(args, "rerank_max_length", None)  # checked by cmd_evaluate before anything loads
     if max_length:
-        if retriever.reranker is None:
-            raise ValueError("--rerank-max-length needs --reranker")
-        if not 32 <= max_length <= 512:
-            raise ValueError(f"--rerank-max-length must be 32-512 tokens, got {max_length}")
-        from dataclasses import replace
-
         retriever.reranker.config = replace(retriever.reranker.config, max_length=max_length)
     if args.rerank_onnx:
         if retriever.reranker is None:
@@ -195,6 +189,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_rerank_weights(args)
     if args.rerank_bm25 and not args.rerank_weight_from_dev:
         raise ValueError("--rerank-bm25 chooses the BM25 share on a dev split: add --rerank-weight-from-dev SPLIT")
+    if args.rerank_max_length is not None:
+        if not args.reranker:
+            raise ValueError("--rerank-max-length needs --reranker")
+        if not 32 <= args.rerank_max_length <= 512:
+            raise ValueError(f"--rerank-max-length must be 32-512 tokens, got {args.rerank_max_length}")
     if args.rerank_grid_extend < 0:
         raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
     if args.rerank_grid_extend and not args.rerank_weight_from_dev:

@@ -28,8 +28,6 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from engine.encoder import default_device
-
 log = logging.getLogger(__name__)
 
 
@@ -78,11 +76,6 @@ def init_from_env(backend: str | None = None, timeout_minutes: float = 30.0) -> 
     w = world()
     log.info("initialised torch.distributed (%s): rank %d of %d", backend, w.rank, w.size)
     return w
-
-
-def device() -> torch.device:
-    """The device this rank trains on: $ROCKETQA_DEVICE, else cuda:LOCAL_RANK with CUDA, else cpu."""
-    return default_device()
 
 
 def _comm_device(t: torch.Tensor) -> torch.Tensor:
