@@ -100,6 +100,7 @@ class AblationConfig:
     pos_precision_target: float = 0.0  # >0: step 4's positive threshold chosen on dev (AugmentConfig)
     pos_threshold_grid: tuple[float, ...] = ()  # the thresholds that choice picks from (() = AugmentConfig's)
     cross_loss: str = ""  # "pointwise" | "listwise": step 2's loss instead of the preset's
+    passage_max_length: int = 0  # >0: the dual-encoders' passage tokens instead of the preset's (every dense row)
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,10 @@ def train_dual_run(
             differ.append(f"inverse_cloze {done.get('inverse_cloze', 0)} != {inverse_cloze}")
         if done.get("world_size", 1) != processes:
             differ.append(f"processes {done.get('world_size', 1)} != {processes}")
+        saved = json.loads((target / "model" / "dual_encoder.json").read_text())
+        for key in ("query_max_length", "passage_max_length"):
+            if saved.get(key) != getattr(config.dual, key):
+                differ.append(f"{key} {saved.get(key)} != {getattr(config.dual, key)}")
         if differ:
             raise RuntimeError(
                 f"{target} holds a {what} model trained with other settings ({', '.join(differ)}): "
@@ -484,6 +489,22 @@ def threshold_sweep(run_dir: Path, ds: Dataset, config: PipelineConfig, ab: Abla
 # --- driver -------------------------------------------------------------------------------
 
 
+def base_config(ab: AblationConfig) -> PipelineConfig:
+    """The pipeline config every row shares (before its seed): the preset with the ablation's overrides."""
+    base = preset(ab.preset)
+    if ab.base_model:
+        base = with_base_model(base, ab.base_model)
+    return with_step_overrides(
+        base,
+        ab.cross_max_length,
+        None,
+        ab.pos_precision_target,
+        ab.cross_loss,
+        ab.pos_threshold_grid,
+        passage_max_length=ab.passage_max_length,
+    )
+
+
 def run_ablation(
     data: str | Path, output: str | Path, ab: AblationConfig, reuse_run: str | Path | None = None
 ) -> AblationTable:
@@ -495,12 +516,7 @@ def run_ablation(
     ds = load_any(str(data))
     questions, qrels = ds.split(ab.eval_split)
     qids = [q.id for q in questions]
-    base = preset(ab.preset)
-    if ab.base_model:
-        base = with_base_model(base, ab.base_model)
-    base = with_step_overrides(
-        base, ab.cross_max_length, None, ab.pos_precision_target, ab.cross_loss, ab.pos_threshold_grid
-    )
+    base = base_config(ab)
     if ab.pos_precision_target:
         positive = (
             f"pseudo-positive threshold chosen on dev (the lowest of {list(base.augment.pos_threshold_grid)} whose dev "
@@ -511,7 +527,8 @@ def run_ablation(
     notes = [
         f"thresholds set before any test evaluation: negative < {base.denoise.neg_threshold}, {positive}; "
         "the dev-only check is in threshold_sweep.json",
-        f"cross-encoder input: {base.cross.max_length} tokens",
+        f"cross-encoder input: {base.cross.max_length} tokens; dual-encoder passages: "
+        f"{base.dual.passage_max_length} tokens (every dense row, the untrained MiniLM's included)",
         f"preset {ab.preset}: {base.step1.epochs} epoch(s), batch {base.step1.batch_size}, lr {base.step1.learning_rate}, "
         f"denoise top-{base.denoise.top_k}, augment top-{base.augment.top_k}",
     ]

@@ -136,6 +136,19 @@ def _max_length(flag: str):
 _cross_max_length = _max_length("--cross-max-length")
 
 
+def _token_count(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number of tokens, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least 1 token, got {value}")
+        return value
+
+    return parse
+
+
 def _pseudo_queries(flag: str):
     def parse(text: str) -> int:
         try:
@@ -243,16 +256,16 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     )
     if pseudo and w.is_main:
         log.info("%d inverse-cloze pseudo-queries added to %d examples", len(pseudo), len(examples))
+    lengths = {
+        k: v
+        for k, v in (("query_max_length", args.query_max_length), ("passage_max_length", args.passage_max_length))
+        if v is not None
+    }
     if args.model and Path(args.model, "dual_encoder.json").is_file():
-        model = DualEncoder.load(args.model)
+        model = DualEncoder.load(args.model, **lengths)
     else:
-        model = DualEncoder.build(
-            DualEncoderConfig(
-                model=args.model or "",
-                query_max_length=args.query_max_length,
-                passage_max_length=args.passage_max_length,
-            )
-        )
+        fresh = {"query_max_length": 32, "passage_max_length": 128, **lengths}
+        model = DualEncoder.build(DualEncoderConfig(model=args.model or "", **fresh))
     config = DualTrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -327,6 +340,7 @@ def ablation_config(args: argparse.Namespace):
         pos_precision_target=args.pos_threshold_from_dev or 0.0,
         cross_loss=args.cross_loss or "",
         pos_threshold_grid=args.pos_threshold_grid or (),
+        passage_max_length=args.passage_max_length,
     )
 
 
@@ -423,8 +437,18 @@ def add_parser(subparsers) -> None:
     t.add_argument("--grad-cache-chunk", type=int, default=0, help=">0: GradCache sub-batch size")
     t.add_argument("--mixed-precision", action="store_true", help="bf16/fp16 autocast on CUDA")
     t.add_argument("--max-steps", type=int, default=0)
-    t.add_argument("--query-max-length", type=int, default=32)
-    t.add_argument("--passage-max-length", type=int, default=128)
+    t.add_argument(
+        "--query-max-length",
+        type=_token_count("--query-max-length"),
+        default=None,
+        help="question tokens (default: a new model 32, a --model written by this tool its own)",
+    )
+    t.add_argument(
+        "--passage-max-length",
+        type=_token_count("--passage-max-length"),
+        default=None,
+        help="passage tokens, title included (default: a new model 128, a --model written by this tool its own)",
+    )
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument(
@@ -470,6 +494,13 @@ def add_parser(subparsers) -> None:
         type=_cross_max_length,
         default=0,
         help="cross-encoder tokens per pair (0 = the preset's); must match a --reuse-run's",
+    )
+    a.add_argument(
+        "--passage-max-length",
+        type=_max_length("--passage-max-length"),
+        default=0,
+        help="dual-encoder tokens per passage for every trained row and the untrained MiniLM (0 = the preset's); "
+        "must match a --reuse-run's",
     )
     _add_pos_threshold_from_dev(a, "must match a --reuse-run's")
     _add_pos_threshold_grid(a)

@@ -320,6 +320,42 @@ def test_passage_max_length_argument(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, "--passage-max-length", bad])
         assert "--passage-max-length" in capsys.readouterr().err
+    from engine.ablation import base_config
+    from engine.pipeline_cli import ablation_config
+
+    ablation = ["ablation", "--data", "d", "--output", "o", "--preset", "cpu"]
+    assert base_config(ablation_config(build_parser().parse_args(ablation))).dual.passage_max_length == 128
+    ab = ablation_config(build_parser().parse_args([*ablation, "--passage-max-length", "256"]))
+    assert ab.passage_max_length == 256
+    # every row shares the base config: the untrained MiniLM row and each trained row read 256 tokens
+    assert base_config(ab).dual == replace(preset("cpu").dual, passage_max_length=256)
+    assert base_config(ab).cross == preset("cpu").cross
+    for bad in ("8", "long"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*ablation, "--passage-max-length", bad])
+        assert "--passage-max-length" in capsys.readouterr().err
+
+
+def test_train_dual_keeps_a_loaded_models_lengths_unless_told(tmp_path, tiny_beir, tiny_model_dir, capsys):
+    from engine.cli import main
+    from engine.dual_encoder import DualEncoder, DualEncoderConfig
+
+    start = DualEncoder.build(DualEncoderConfig(model=tiny_model_dir, query_max_length=16, passage_max_length=40))
+    start.save(tmp_path / "start")
+    common = ["train-dual", "--data", str(tiny_beir), "--max-steps", "1", "--batch-size", "2", "--threads", "1"]
+
+    def lengths(out: str, *extra: str) -> tuple[int, int]:
+        assert main([*common, "--output", str(tmp_path / out), *extra]) == 0
+        saved = json.loads((tmp_path / out / "model" / "dual_encoder.json").read_text())
+        return saved["query_max_length"], saved["passage_max_length"]
+
+    assert lengths("kept", "--model", str(tmp_path / "start")) == (16, 40)
+    assert lengths("told", "--model", str(tmp_path / "start"), "--passage-max-length", "64") == (16, 64)
+    assert lengths("fresh", "--model", tiny_model_dir) == (32, 128)  # a model this tool did not write
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit):
+            main([*common, "--output", str(tmp_path / "never"), "--passage-max-length", bad])
+        assert "--passage-max-length" in capsys.readouterr().err
 
 
 def test_positive_threshold_arguments(capsys):
@@ -456,6 +492,9 @@ def test_large_batch_row_trains_m_d0_by_gradcache_in_one_process_and_is_reused(t
     assert (target / "metrics.json").stat().st_mtime_ns == stamp
     with pytest.raises(RuntimeError, match="other settings.*batch_size 4 != 8"):  # never reused for another row
         large_batch_run(str(tiny_beir), target, tiny_config, 8, 2)
+    longer = replace(tiny_config, dual=replace(tiny_config.dual, passage_max_length=64))
+    with pytest.raises(RuntimeError, match="other settings.*passage_max_length 48 != 64"):  # nor at another length
+        large_batch_run(str(tiny_beir), target, longer, 4, 2)
     ablation = ["ablation", "--data", "d", "--output", "o"]
     assert ablation_config(build_parser().parse_args(ablation)).large_batch == 0
     assert ablation_config(build_parser().parse_args([*ablation, "--inverse-cloze", "1"])).inverse_cloze == 1
