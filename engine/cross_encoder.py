@@ -29,9 +29,8 @@ from engine.encoder import (
     batch_token_budget,
     default_device,
     default_model_path,
-    inference_batches,
     resolve_device,
-    token_lengths,
+    tokenized_batches,
 )
 
 log = logging.getLogger(__name__)
@@ -146,12 +145,19 @@ class CrossEncoder(torch.nn.Module):
         was_training = self.training
         self.eval()
         texts = [self.passage_text(p) for p in passages]
-        lengths = token_lengths(
-            self.tokenizer, questions, texts, truncation="only_second", max_length=self.config.max_length
+        batches = tokenized_batches(
+            self.tokenizer,
+            questions,
+            texts,
+            batch_size,
+            batch_token_budget(self.device),
+            truncation="only_second",
+            max_length=self.config.max_length,
         )
         out = np.empty(len(questions), dtype=np.float32)
-        for idx in inference_batches(lengths, batch_size, batch_token_budget(self.device)):
-            out[idx] = self.forward([questions[i] for i in idx], [passages[i] for i in idx]).float().cpu().numpy()
+        for idx, batch in batches:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out[idx] = self.model(**batch).logits.squeeze(-1).float().cpu().numpy()
         self.train(was_training)
         return out
 

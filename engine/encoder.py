@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ POOLINGS = ("mean", "cls")
 # a cross-encoder re-ranks a question's top 20 at 256 tokens in 515 ms in length-sorted batches of 4 and
 # 710 ms in one padded batch of 20. Small batches fit the caches and pad less; a GPU wants large ones.
 CPU_BATCH_TOKENS = 1024
-LENGTH_CHUNK = 8192  # texts tokenised at a time to learn their lengths (bounds memory on large corpora)
+LENGTH_CHUNK = 8192  # texts tokenised at a time (bounds memory on large corpora; batches are sorted within one)
 DEVICE_ENV = "ROCKETQA_DEVICE"  # where loaded models go: "cpu", "cuda" or "cuda:N" (unset: a GPU when there is one)
 
 
@@ -99,6 +99,27 @@ def token_lengths(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None =
         second = None if pairs is None else list(pairs[start : start + LENGTH_CHUNK])
         out.extend(len(ids) for ids in tokenizer(first, second, **kwargs)["input_ids"])
     return np.asarray(out, dtype=np.int64)
+
+
+def tokenized_batches(
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    batch_size: int,
+    max_tokens: int | None,
+    **kwargs,
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """(indices, padded tensors) of inference batches over texts (or text pairs), each text tokenised
+    once by `tokenizer(..., **kwargs)`: `LENGTH_CHUNK` at a time, cut by `inference_batches` into
+    length-sorted batches, padded by the tokenizer."""
+    for start in range(0, len(texts), LENGTH_CHUNK):
+        first = list(texts[start : start + LENGTH_CHUNK])
+        second = None if pairs is None else list(pairs[start : start + LENGTH_CHUNK])
+        features = dict(tokenizer(first, second, **kwargs))
+        lengths = [len(ids) for ids in features["input_ids"]]
+        for idx in inference_batches(lengths, batch_size, max_tokens):
+            rows = {key: [values[i] for i in idx] for key, values in features.items()}
+            yield idx + start, dict(tokenizer.pad(rows, padding=True, return_tensors="pt"))
 
 
 def batch_token_budget(device: torch.device) -> int | None:
@@ -196,7 +217,10 @@ class TextEncoder(torch.nn.Module):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts -> (batch, dim), with gradients (training)."""
-        batch = self.tokenize(texts)
+        return self.embed(self.tokenize(texts))
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokenised texts (on this encoder's device) -> (batch, dim)."""
         hidden = self.model(**batch).last_hidden_state  # (batch, seq, dim)
         vectors = pool(hidden, batch["attention_mask"], self.pooling)
         return torch.nn.functional.normalize(vectors, dim=-1) if self.normalize else vectors
@@ -211,15 +235,22 @@ class TextEncoder(torch.nn.Module):
             return np.zeros((0, self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
-        lengths = token_lengths(self.tokenizer, texts, truncation=True, max_length=self.max_length)
-        batches = inference_batches(lengths, batch_size, batch_token_budget(self.device))
+        batches = tokenized_batches(
+            self.tokenizer,
+            texts,
+            None,
+            batch_size,
+            batch_token_budget(self.device),
+            truncation=True,
+            max_length=self.max_length,
+        )
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if show_progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=desc, unit="batch")
-        for idx in batches:
-            out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
+        for idx, batch in batches:
+            out[idx] = self.embed({k: v.to(self.device) for k, v in batch.items()}).float().cpu().numpy()
         self.train(was_training)
         return out
 

@@ -102,3 +102,22 @@ def test_a_token_budget_does_not_change_the_logits(ce, monkeypatch):
     monkeypatch.setattr(engine.encoder, "CPU_BATCH_TOKENS", 32)
     np.testing.assert_allclose(ce.logits(questions, passages), one_batch, atol=1e-5)
     np.testing.assert_allclose(one_by_one, one_batch, atol=1e-5)
+
+
+def test_scoring_tokenises_each_pair_once_and_equals_the_training_forward(ce, monkeypatch):
+    from test_encoder import CountingTokenizer
+
+    import engine.encoder
+
+    questions = [f"question {i} about {'bees ' * i}" for i in range(7)]
+    passages = [PASSAGES[i % 2] for i in range(7)]
+    monkeypatch.setattr(engine.encoder, "LENGTH_CHUNK", 3)
+    monkeypatch.setattr(ce, "tokenizer", CountingTokenizer(ce.tokenizer))
+    logits = ce.logits(questions, passages, batch_size=2)
+    assert ce.tokenizer.texts == len(questions)
+    was_training = ce.training
+    ce.eval()  # no dropout in the one-batch reference
+    try:
+        np.testing.assert_allclose(logits, ce.forward(questions, passages).detach().numpy(), atol=1e-5)
+    finally:
+        ce.train(was_training)

@@ -118,3 +118,34 @@ def test_a_token_budget_does_not_change_the_vectors(minilm, monkeypatch):
     uncapped = minilm.encode_passages(passages, batch_size=64)
     monkeypatch.setattr(engine.encoder, "CPU_BATCH_TOKENS", 64)  # every text in a batch of its own but "short"
     np.testing.assert_allclose(minilm.encode_passages(passages, batch_size=64), uncapped, atol=1e-5)
+
+
+class CountingTokenizer:
+    """A tokenizer that counts the texts it is asked to tokenise (padding is not tokenising)."""
+
+    def __init__(self, tokenizer):
+        self.inner, self.texts = tokenizer, 0
+
+    def __call__(self, texts, *args, **kwargs):
+        self.texts += len(texts)
+        return self.inner(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_encoding_tokenises_each_text_once_and_equals_the_training_forward(minilm, monkeypatch):
+    import engine.encoder
+
+    tower = minilm.passage_encoder
+    texts = [t * (1 + i % 3) for i, t in enumerate(TEXTS * 3)]
+    monkeypatch.setattr(engine.encoder, "LENGTH_CHUNK", 4)  # batches sorted within chunks of 4, put back in order
+    monkeypatch.setattr(tower, "tokenizer", CountingTokenizer(tower.tokenizer))
+    vectors = tower.encode(texts, batch_size=3)
+    assert tower.tokenizer.texts == len(texts)
+    was_training = tower.training
+    tower.eval()  # no dropout in the one-batch reference
+    try:
+        np.testing.assert_allclose(vectors, tower.forward(texts).detach().numpy(), atol=1e-5)
+    finally:
+        tower.train(was_training)
