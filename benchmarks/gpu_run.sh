@@ -14,6 +14,8 @@
 # (default 1,2,3,4; 1,2,3 compares M_D1 alone: the undenoised run then skips step 2). The last
 # finished step of each run is evaluated and paired; re-ranking needs step 4. MODES=denoised runs
 # the denoised pipeline alone (on the H200, two pipelines side by side did not reach step 4 in 400 s).
+# First, alone on the device, benchmarks/scoring_profile.py times cross-encoder scoring's parts
+# (PROFILE=0 skips it).
 set -u
 DATA=${1:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
 OUT=${2:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
@@ -34,6 +36,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$LOGS/gpu
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'gpu', torch.cuda.get_device_name(0))" >>"$LOGS/gpu.txt" 2>&1
 cat "$LOGS/gpu.txt"
+
+if [ "${PROFILE:-1}" = 1 ]; then
+    # alone on the device, before the pipelines: where cross-encoder scoring spends its time
+    stamp "scoring profile (PROFILE=0 skips it)"
+    timeout 120 $PY benchmarks/scoring_profile.py --data "$DATA" --pairs 8192 --max-length 384 --batch-size 256 \
+        --output "$LOGS/scoring-profile.json" >"$LOGS/scoring-profile.log" 2>&1
+    tail -n 25 "$LOGS/scoring-profile.json" 2>/dev/null || tail -n 5 "$LOGS/scoring-profile.log"
+fi
 
 stamp "pipelines start (limit ${BUDGET} s each)"
 for mode in $MODES; do
@@ -83,6 +93,8 @@ from pathlib import Path
 
 runs, logs, out = map(Path, sys.argv[1:])
 summary = {"gpu": (logs / "gpu.txt").read_text(), "runs": {}, "evaluate": {}}
+profile = logs / "scoring-profile.json"
+summary["scoring_profile"] = json.loads(profile.read_text()) if profile.is_file() else None
 for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     steps = {}
     for d in sorted(run.glob("step*")):
