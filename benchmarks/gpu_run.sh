@@ -15,7 +15,7 @@
 # finished step of each run is evaluated and paired; re-ranking needs step 4. MODES=denoised runs
 # the denoised pipeline alone (on the H200, two pipelines side by side did not reach step 4 in 400 s).
 # First, alone on the device, benchmarks/scoring_profile.py times cross-encoder scoring's parts
-# (PROFILE=0 skips it).
+# (PROFILE=0 skips it; PROFILE_PAIRS sets its pairs, default 8192).
 set -u
 DATA=${1:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
 OUT=${2:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
@@ -40,7 +40,7 @@ cat "$LOGS/gpu.txt"
 if [ "${PROFILE:-1}" = 1 ]; then
     # alone on the device, before the pipelines: where cross-encoder scoring spends its time
     stamp "scoring profile (PROFILE=0 skips it)"
-    timeout 120 $PY benchmarks/scoring_profile.py --data "$DATA" --pairs 8192 --max-length 384 --batch-size 256 \
+    timeout 120 $PY benchmarks/scoring_profile.py --data "$DATA" --pairs "${PROFILE_PAIRS:-8192}" --max-length 384 --batch-size 256 \
         --output "$LOGS/scoring-profile.json" >"$LOGS/scoring-profile.log" 2>&1
     tail -n 25 "$LOGS/scoring-profile.json" 2>/dev/null || tail -n 5 "$LOGS/scoring-profile.log"
 fi
