@@ -120,33 +120,22 @@ def _add_pos_threshold_grid(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _max_length(flag: str):
+def _max_length(flag: str, low: int = 32, zero: str = "the preset's"):
+    """A parser of token counts in [low, 512], or 0 for `zero`."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
-        if value != 0 and not 32 <= value <= 512:
-            raise argparse.ArgumentTypeError(f"{flag} must be 0 (the preset's) or 32-512 tokens, got {value}")
+        if value != 0 and not low <= value <= 512:
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 ({zero}) or {low}-512 tokens, got {value}")
         return value
 
     return parse
 
 
 _cross_max_length = _max_length("--cross-max-length")
-
-
-def _token_count(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a whole number of tokens, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be at least 1 token, got {value}")
-        return value
-
-    return parse
 
 
 def _pseudo_queries(flag: str):
@@ -259,7 +248,7 @@ def cmd_train_dual(args: argparse.Namespace) -> int:
     lengths = {
         k: v
         for k, v in (("query_max_length", args.query_max_length), ("passage_max_length", args.passage_max_length))
-        if v is not None
+        if v
     }
     if args.model and Path(args.model, "dual_encoder.json").is_file():
         model = DualEncoder.load(args.model, **lengths)
@@ -439,15 +428,15 @@ def add_parser(subparsers) -> None:
     t.add_argument("--max-steps", type=int, default=0)
     t.add_argument(
         "--query-max-length",
-        type=_token_count("--query-max-length"),
-        default=None,
-        help="question tokens (default: a new model 32, a --model written by this tool its own)",
+        type=_max_length("--query-max-length", low=1, zero="the default"),
+        default=0,
+        help="question tokens (0 = a new model 32, a --model written by this tool its own)",
     )
     t.add_argument(
         "--passage-max-length",
-        type=_token_count("--passage-max-length"),
-        default=None,
-        help="passage tokens, title included (default: a new model 128, a --model written by this tool its own)",
+        type=_max_length("--passage-max-length", low=1, zero="the default"),
+        default=0,
+        help="passage tokens, title included (0 = a new model 128, a --model written by this tool its own)",
     )
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--threads", type=int, default=0)

@@ -352,7 +352,8 @@ def test_train_dual_keeps_a_loaded_models_lengths_unless_told(tmp_path, tiny_bei
     assert lengths("kept", "--model", str(tmp_path / "start")) == (16, 40)
     assert lengths("told", "--model", str(tmp_path / "start"), "--passage-max-length", "64") == (16, 64)
     assert lengths("fresh", "--model", tiny_model_dir) == (32, 128)  # a model this tool did not write
-    for bad in ("0", "-3", "many"):
+    assert lengths("default", "--model", str(tmp_path / "start"), "--query-max-length", "0") == (16, 40)
+    for bad in ("-3", "1024", "many"):
         with pytest.raises(SystemExit):
             main([*common, "--output", str(tmp_path / "never"), "--passage-max-length", bad])
         assert "--passage-max-length" in capsys.readouterr().err
