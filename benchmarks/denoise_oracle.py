@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.bench_timing import emit_json  # noqa: E402
 from engine.config import PipelineConfig  # noqa: E402
 from engine.dual_encoder import DualEncoder  # noqa: E402
 from engine.examples import TrainExample, read_examples, write_examples  # noqa: E402
@@ -136,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             name: paired_mrr10(results["undenoised"], r) for name, r in results.items() if name != "undenoised"
         },
     }
-    text = json.dumps(report, indent=2)
-    (out / "denoise_oracle.json").write_text(text + "\n")
-    print(text)
-    return 0
+    return emit_json(report, out / "denoise_oracle.json")
 
 
 if __name__ == "__main__":

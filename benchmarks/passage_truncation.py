@@ -17,7 +17,6 @@ are counted apart, not placed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.bench_timing import emit_json  # noqa: E402
 from engine.data import Passage  # noqa: E402
 from engine.encoder import default_model_path  # noqa: E402
 from engine.metrics import has_answer  # noqa: E402
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model or default_model_path())
     out = {"data": args.data, "split": args.split, "tokenizer": args.model or "packaged all-MiniLM-L6-v2"}
     out |= measure(tokenizer, ds.corpus, questions, qrels, lengths)
-    text = json.dumps(out, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit_json(out, args.output)
 
 
 if __name__ == "__main__":

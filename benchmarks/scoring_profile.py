@@ -24,7 +24,6 @@ are those of the corpus.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.bench_timing import emit_json  # noqa: E402
 from engine.cross_encoder import CrossEncoder, CrossEncoderConfig  # noqa: E402
 from engine.encoder import LENGTH_CHUNK, batch_token_budget, inference_batches  # noqa: E402
 from engine.readers import load_any  # noqa: E402
@@ -166,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ce = CrossEncoder.build(CrossEncoderConfig(model=args.model, max_length=args.max_length))
     questions, passages = make_pairs(ds, args.split, args.pairs, args.seed)
     result = profile(ce, questions, passages, args.batch_size)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit_json(result, args.output)
 
 
 if __name__ == "__main__":

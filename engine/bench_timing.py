@@ -12,10 +12,12 @@ A section returns a `Section`: a JSON-able `data` dict (the numbers, settings an
 from __future__ import annotations
 
 import gc
+import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,13 @@ class Section:
     data: dict
     rows: list[Row] = field(default_factory=list)
     seconds: float = 0.0  # wall time the section took
+
+
+def emit_json(data: dict, output: str | Path | None = None) -> int:
+    """Print a benchmark script's result as indented JSON, also into `output` when given; returns 0
+    (the script's exit status)."""
+    text = json.dumps(data, indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+    print(text)
+    return 0
