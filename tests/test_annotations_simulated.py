@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark as load
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("simulated_annotator", ROOT / "benchmarks" / "simulated_annotator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("simulated_annotator")
 
 
 def test_normalize_is_dpr_style() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from engine.config import preset, with_base_model
 from engine.data import Corpus, Passage
@@ -19,10 +19,7 @@ SAMPLE = ROOT / "demo" / "sample_data"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("denoise_oracle", ROOT / "benchmarks" / "denoise_oracle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("denoise_oracle")
 
 
 def test_answer_free_removes_exactly_the_negatives_that_hold_an_answer():

@@ -706,11 +706,9 @@ def test_a_cross_encoder_at_chance_is_refused_by_steps_3_and_4(tiny_model_dir):
 
 def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_config, capsys):
     """benchmarks/cross_encoder_length.py: step 2 again at another max length, next to the run's own."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("cel", ROOT / "benchmarks" / "cross_encoder_length.py")
-    cel = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cel)
+    cel = load_benchmark("cross_encoder_length")
     run = open_run(SAMPLE, tmp_path / "run", tiny_config)
     run_pipeline(run, (1, 2))
     out = tmp_path / "longer"
