@@ -79,12 +79,13 @@ def profile(ce: CrossEncoder, questions: list[str], passages: list, batch_size: 
     tokenise = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    batches = []
-    for features in chunks:
+    batches, order = [], []  # order: the pairs' indices in batch order
+    for start, features in zip(range(0, n, LENGTH_CHUNK), chunks):
         lengths = [len(ids) for ids in features["input_ids"]]
         for idx in inference_batches(lengths, batch_size, batch_token_budget(device)):
             rows = {key: [values[i] for i in idx] for key, values in features.items()}
             batches.append(dict(ce.tokenizer.pad(rows, padding=True, return_tensors="pt")))
+            order.extend(idx + start)
     pad = time.perf_counter() - t0
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     padded = sum(b["input_ids"].numel() for b in batches)
@@ -125,15 +126,6 @@ def profile(ce: CrossEncoder, questions: list[str], passages: list, batch_size: 
     _sync(device)
     result["seconds"]["logits"] = round(time.perf_counter() - t0, 3)
     # the same pairs in the same batches: the end-to-end call must give the forward's logits
-    order = np.concatenate(
-        [
-            idx + start
-            for start, features in zip(range(0, n, LENGTH_CHUNK), chunks)
-            for idx in inference_batches(
-                [len(ids) for ids in features["input_ids"]], batch_size, batch_token_budget(device)
-            )
-        ]
-    )
     result["logits_max_abs_diff"] = float(np.abs(logits[order] - fp32).max())
     result["pairs_per_second"] = {k: round(n / v, 1) if v > 0 else None for k, v in result["seconds"].items()}
     host = result["seconds"]["tokenise"] + result["seconds"]["pad"]
