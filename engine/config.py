@@ -58,10 +58,19 @@ class CrossSamplingConfig:
     # 0 = none), made with `PipelineConfig.inverse_cloze`'s other settings; their negatives are drawn
     # like the questions' (from M_D0's top-k, then random); never held out for calibration
     inverse_cloze: int = 0
+    # negatives drawn at random from BM25's top-k (the same k), per positive, on top of the others
+    # (not in the paper, 0 = none): re-ranking scores a hybrid head of dense and BM25 candidates, and
+    # without them the cross-encoder never trains on BM25's lexical near-misses; answer-bearing
+    # passages are skipped as for the dense ones
+    bm25_negatives_per_positive: int = 0
 
     def __post_init__(self) -> None:
         if self.inverse_cloze < 0:
             raise ValueError(f"ce_sampling.inverse_cloze must be >= 0, got {self.inverse_cloze}")
+        if self.bm25_negatives_per_positive < 0:
+            raise ValueError(
+                f"ce_sampling.bm25_negatives_per_positive must be >= 0, got {self.bm25_negatives_per_positive}"
+            )
 
 
 @dataclass(frozen=True)
@@ -277,14 +286,16 @@ def with_step_overrides(
     inverse_cloze_scope: str = "",
     cross_inverse_cloze: int = 0,
     passage_max_length: int = 0,
+    cross_bm25_negatives: int = 0,
 ) -> PipelineConfig:
     """The command-line overrides `pipeline run` and `ablation` share (0 / None / "" = keep the
     preset's): the cross-encoder's tokens per pair, step 4's positive threshold, the dev precision
     that chooses that threshold instead (`AugmentConfig.pos_precision_target`), step 2's loss
     (`CrossTrainConfig.loss`), the thresholds that choice may pick from (`pos_threshold_grid`) and
     step 1's inverse-cloze pseudo-queries per passage and their scope (`InverseClozeConfig`), and
-    step 2's (`CrossSamplingConfig.inverse_cloze`, the same scope), and the dual-encoders' passage
-    tokens (`DualEncoderConfig.passage_max_length`)."""
+    step 2's (`CrossSamplingConfig.inverse_cloze`, the same scope), the dual-encoders' passage
+    tokens (`DualEncoderConfig.passage_max_length`) and step 2's BM25 negatives per positive
+    (`CrossSamplingConfig.bm25_negatives_per_positive`)."""
     if cross_loss:
         config = replace(config, step2=replace(config.step2, loss=cross_loss))
     if cross_max_length:
@@ -303,4 +314,8 @@ def with_step_overrides(
         config = replace(config, ce_sampling=replace(config.ce_sampling, inverse_cloze=cross_inverse_cloze))
     if passage_max_length:
         config = replace(config, dual=replace(config.dual, passage_max_length=passage_max_length))
+    if cross_bm25_negatives:
+        config = replace(
+            config, ce_sampling=replace(config.ce_sampling, bm25_negatives_per_positive=cross_bm25_negatives)
+        )
     return config

@@ -132,6 +132,7 @@ ADDED_FIELDS = {
     ("step2", "loss"): "pointwise",
     ("inverse_cloze",): _normalise(asdict(InverseClozeConfig())),
     ("ce_sampling", "inverse_cloze"): 0,
+    ("ce_sampling", "bm25_negatives_per_positive"): 0,
 }
 
 
@@ -405,6 +406,7 @@ def step2_cross_encoder(run: Run) -> dict:
     both = [*examples, *pseudo]
     rankings = retrieve(m0, index, [Question(e.question_id, e.question) for e in both], cfg.top_k)
     sampled, excluded = sample_ce_negatives(run, both, rankings, rng)
+    sampled, bm25_excluded = add_bm25_negatives(run, sampled)
     ce_examples, ce_pseudo = sampled[: len(examples)], sampled[len(examples) :]
     write_examples(sampled, d / "train.jsonl")
     t1 = time.perf_counter()
@@ -417,7 +419,10 @@ def step2_cross_encoder(run: Run) -> dict:
 
     # the sampling config decides how many negatives each positive gets; the trainer takes them all
     train_cfg = replace(
-        run.config.step2, negatives_per_positive=cfg.negatives_per_positive + cfg.random_negatives_per_positive
+        run.config.step2,
+        negatives_per_positive=cfg.negatives_per_positive
+        + cfg.random_negatives_per_positive
+        + cfg.bm25_negatives_per_positive,
     )
     result = train_cross_encoder(ce, ce_examples, run.corpus, train_cfg, progress=progress, train_only=ce_pseudo)
     ce.save(d / "model")
@@ -433,6 +438,10 @@ def step2_cross_encoder(run: Run) -> dict:
         "pseudo_queries": len(ce_pseudo),
         "train_pairs": sum(len(e.positives) + len(e.negatives) for e in sampled),
         "answer_bearing_negatives_excluded": excluded,
+        "bm25_negatives": {
+            "per_positive": cfg.bm25_negatives_per_positive,
+            "answer_bearing_excluded": bm25_excluded,
+        },
         "heldout": result.extra,
         "calibration": {"scale": ce.config.scale, "bias": ce.config.bias},
         "train": _train_summary(result),
@@ -466,6 +475,31 @@ def sample_ce_negatives(
         raise PipelineError(f"step 2: {e}") from None
     if excluded:
         log.info("step 2: %d top-%d negatives contain an answer string and were excluded", excluded, cfg.top_k)
+    return out, excluded
+
+
+def add_bm25_negatives(run: Run, examples: Sequence[TrainExample]) -> tuple[list[TrainExample], int]:
+    """`ce_sampling.bm25_negatives_per_positive` more negatives per positive from BM25's top-k
+    (`engine.train_cross.add_ranked_negatives`), with their own seeded draw so the dense and random
+    negatives stay those of a run without them. Returns the examples and how many BM25 passages were
+    excluded for containing an answer; with 0 per positive, the examples unchanged."""
+    from engine.sparse import BM25Index
+    from engine.train_cross import add_ranked_negatives
+
+    cfg = run.config.ce_sampling
+    if cfg.bm25_negatives_per_positive == 0:
+        return list(examples), 0
+    answers = {}
+    if cfg.exclude_answer_negatives:
+        answers = {q.id: q.answers for q in run.dataset.split(run.config.train_split)[0] if q.answers}
+    found = BM25Index.build(run.corpus).search([e.question for e in examples], cfg.top_k)
+    out, excluded = add_ranked_negatives(
+        examples, found.ids, run.corpus, random.Random(f"bm25-{cfg.seed}"), cfg.bm25_negatives_per_positive, answers
+    )
+    log.info(
+        "step 2: %d BM25 top-%d negatives per positive added (%d answer-bearing skipped)",
+        cfg.bm25_negatives_per_positive, cfg.top_k, excluded,
+    )  # fmt: skip
     return out, excluded
 
 

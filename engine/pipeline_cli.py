@@ -63,6 +63,7 @@ def build_config(args: argparse.Namespace):
         _inverse_cloze_scope(args),
         args.cross_inverse_cloze,
         args.passage_max_length,
+        args.cross_bm25_negatives,
     )
 
 
@@ -146,6 +147,19 @@ def _pseudo_queries(flag: str):
             raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
         if not 0 <= value <= 20:
             raise argparse.ArgumentTypeError(f"{flag} must be 0 (off) to 20 pseudo-queries per passage, got {value}")
+        return value
+
+    return parse
+
+
+def _negatives(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
+        if not 0 <= value <= 10:
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 (off) to 10 negatives per positive, got {value}")
         return value
 
     return parse
@@ -400,6 +414,15 @@ def add_parser(subparsers) -> None:
         help="step 2's cross-encoder also trains on N inverse-cloze pseudo-queries per passage (the scope of "
         "--inverse-cloze-scope; negatives drawn as for the questions; never held out for calibration; not in "
         "the paper; docs/PIPELINE.md); 0 = none",
+    )
+    r.add_argument(
+        "--cross-bm25-negatives",
+        type=_negatives("--cross-bm25-negatives"),
+        default=0,
+        metavar="N",
+        help="step 2's cross-encoder also trains on N negatives per positive drawn from BM25's top-k (the "
+        "lexical near-misses of the hybrid head it re-ranks; answer-bearing ones skipped as for the dense "
+        "negatives; not in the paper; docs/PIPELINE.md); 0 = none",
     )
     r.set_defaults(func=cmd_pipeline_run)
 

@@ -125,11 +125,8 @@ def sample_negatives(
     out, excluded = [], 0
     for ex, ranking in zip(examples, ranked_ids, strict=True):
         positives = set(ex.positives)
-        pool = [pid for pid in ranking if pid not in positives]
-        if answers.get(ex.question_id):
-            kept = [pid for pid in pool if not has_answer(corpus[pid].text, answers[ex.question_id])]
-            excluded += len(pool) - len(kept)
-            pool = kept
+        pool, skipped = _ranked_pool(ranking, positives, corpus, answers.get(ex.question_id))
+        excluded += skipped
         negatives = rng.sample(pool, min(len(pool), top_negatives * len(positives)))
         want = len(negatives) + random_negatives * len(positives)
         if want > len(negatives) and len(ids) <= len(positives) + want:
@@ -141,6 +138,45 @@ def sample_negatives(
                 negatives.append(pid)
                 taken.add(pid)
         out.append(replace(ex, negatives=tuple(negatives)))
+    return out, excluded
+
+
+def _ranked_pool(
+    ranking: Sequence[str], skip: set[str], corpus: Corpus, answers: Sequence[str] | None
+) -> tuple[list[str], int]:
+    """A ranking's passages that may be drawn as negatives: not in `skip` (the positives, and any
+    negatives already drawn) and, with `answers`, not containing one of them. Returns the pool and
+    how many passages were left out for containing an answer."""
+    pool = [pid for pid in ranking if pid not in skip]
+    if not answers:
+        return pool, 0
+    kept = [pid for pid in pool if not has_answer(corpus[pid].text, answers)]
+    return kept, len(pool) - len(kept)
+
+
+def add_ranked_negatives(
+    examples: Sequence[TrainExample],
+    ranked_ids: Sequence[Sequence[str]],
+    corpus: Corpus,
+    rng: random.Random,
+    per_positive: int,
+    answers: dict[str, Sequence[str]] | None = None,
+) -> tuple[list[TrainExample], int]:
+    """`per_positive` more negatives per labelled positive, drawn at random from a second ranking
+    (step 2 uses BM25's top-k, the other half of the hybrid head the cross-encoder re-ranks),
+    appended to each example's negatives. Positives and negatives the example already has are
+    never drawn; with `answers`, neither are passages containing one of the question's answer
+    strings. A ranking with too few candidates gives fewer (never random ones). Returns the examples
+    and how many ranked passages were skipped for containing an answer."""
+    if per_positive < 0:
+        raise ValueError(f"negatives per positive must be >= 0, got {per_positive}")
+    answers = answers or {}
+    out, excluded = [], 0
+    for ex, ranking in zip(examples, ranked_ids, strict=True):
+        pool, skipped = _ranked_pool(ranking, {*ex.positives, *ex.negatives}, corpus, answers.get(ex.question_id))
+        excluded += skipped
+        extra = rng.sample(pool, min(len(pool), per_positive * len(ex.positives)))
+        out.append(replace(ex, negatives=(*ex.negatives, *extra)))
     return out, excluded
 
 

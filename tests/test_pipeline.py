@@ -186,6 +186,12 @@ def test_a_run_made_before_a_config_field_existed_reopens_with_its_old_behaviour
     pseudo = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, inverse_cloze=1))
     with pytest.raises(PipelineError, match="another config.*ce_sampling.inverse_cloze: 0 -> 1"):
         open_run("small", tmp_path / "r", pseudo, dataset=small_dataset())
+    del meta["config"]["ce_sampling"]["bm25_negatives_per_positive"]  # before step 2 drew BM25 negatives
+    (tmp_path / "r" / "config.json").write_text(json.dumps(meta))
+    open_run("small", tmp_path / "r", tiny_config, dataset=small_dataset())
+    bm25 = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, bm25_negatives_per_positive=1))
+    with pytest.raises(PipelineError, match="another config.*ce_sampling.bm25_negatives_per_positive: 0 -> 1"):
+        open_run("small", tmp_path / "r", bm25, dataset=small_dataset())
 
 
 def test_step1_trains_on_inverse_cloze_pseudo_queries_of_the_training_articles(tmp_path, tiny_beir, tiny_config):
@@ -243,6 +249,35 @@ def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_
     step_config = json.loads((tmp_path / "run" / STEP_DIRS[2] / "config.json").read_text())
     assert step_config["inverse_cloze"]["per_passage"] == 1 and step_config["sampling"]["inverse_cloze"] == 1
     assert "inverse_cloze" not in json.loads((tmp_path / "plain" / STEP_DIRS[2] / "config.json").read_text())
+
+
+def test_step2_adds_bm25_negatives_after_the_same_dense_and_random_ones(tmp_path, tiny_beir, tiny_config):
+    from engine.readers import load_any
+    from engine.sparse import BM25Index
+
+    ds = load_any(str(tiny_beir))
+    plain = open_run(str(tiny_beir), tmp_path / "plain", tiny_config, dataset=ds)
+    run_pipeline(plain, [1, 2])
+    config = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, bm25_negatives_per_positive=1))
+    run = open_run(str(tiny_beir), tmp_path / "run", config, dataset=ds)
+    shutil.copytree(tmp_path / "plain" / STEP_DIRS[1], tmp_path / "run" / STEP_DIRS[1])  # the same M_D0
+    run_pipeline(run, [2])
+    before = read_examples(tmp_path / "plain" / STEP_DIRS[2] / "train.jsonl")
+    after = read_examples(tmp_path / "run" / STEP_DIRS[2] / "train.jsonl")
+    found = BM25Index.build(ds.corpus).search([e.question for e in after], config.ce_sampling.top_k).ids
+    added = 0
+    for b, a, top in zip(before, after, found, strict=True):
+        assert a.negatives[: len(b.negatives)] == b.negatives  # the dense and random negatives unchanged
+        extra = a.negatives[len(b.negatives) :]
+        assert len(extra) <= len(a.positives) and set(extra) <= set(top) - set(a.positives) - set(b.negatives)
+        added += len(extra)
+    assert added > 0
+    m_plain = json.loads((tmp_path / "plain" / STEP_DIRS[2] / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / STEP_DIRS[2] / "metrics.json").read_text())
+    assert metrics["train_pairs"] == m_plain["train_pairs"] + added
+    assert metrics["bm25_negatives"]["per_positive"] == 1 and m_plain["bm25_negatives"]["per_positive"] == 0
+    step_config = json.loads((tmp_path / "run" / STEP_DIRS[2] / "config.json").read_text())
+    assert step_config["sampling"]["bm25_negatives_per_positive"] == 1
 
 
 def test_question_without_positive_is_skipped_with_a_log(caplog):
@@ -811,3 +846,83 @@ def test_cross_encoder_length_script_retrains_step2_and_compares(tmp_path, tiny_
     assert gap == pytest.approx(ens_row - new_row, abs=0.02)
     with pytest.raises(ValueError, match="different pairs"):
         cel.ensemble_logits({("q", "p"): 1.0}, {("q", "r"): 1.0})
+
+
+def _bm25_run(tmp_path, sampling):
+    from types import SimpleNamespace
+
+    texts = [
+        "Paris is the capital of France",
+        "the capital of Italy is Rome",
+        "France has a capital city",
+        "nothing here",
+        "still nothing",
+        "capital of Spain is Madrid",
+        "a river",
+        "a mountain",
+    ]
+    corpus = Corpus([Passage(f"p{i}", t) for i, t in enumerate(texts)])
+    questions = {"q0": Question("q0", "what is the capital of France", ("Paris",))}
+    ds = Dataset(corpus, questions, {"train": {"q0": {"p0": 1}}}, name="tiny")
+    return SimpleNamespace(config=replace(preset("tiny"), ce_sampling=sampling), dataset=ds, corpus=corpus)
+
+
+def test_bm25_negatives_come_from_bm25s_top_k_and_leave_the_other_negatives_alone(tmp_path):
+    from engine.config import CrossSamplingConfig
+    from engine.examples import TrainExample
+    from engine.pipeline import add_bm25_negatives
+    from engine.sparse import BM25Index
+
+    example = TrainExample("q0", "what is the capital of France", ("p0",), ("p3", "p6"))
+    off = _bm25_run(tmp_path, CrossSamplingConfig(top_k=3, exclude_answer_negatives=True))
+    assert add_bm25_negatives(off, [example]) == ([example], 0)  # off by default: unchanged
+    top = BM25Index.build(off.corpus).search([example.question], 3).ids[0]
+    assert top[:2] == ["p0", "p2"] and top[2] in {"p1", "p5"}  # the positive, then lexical near-misses
+    on = _bm25_run(tmp_path, CrossSamplingConfig(top_k=3, exclude_answer_negatives=True, bm25_negatives_per_positive=1))
+    drawn = set()
+    for seed in range(10):
+        on.config = replace(on.config, ce_sampling=replace(on.config.ce_sampling, seed=seed))
+        (out,), excluded = add_bm25_negatives(on, [example])
+        assert out.negatives[:2] == ("p3", "p6") and len(out.negatives) == 3  # appended, the others kept
+        assert out.negatives[2] in set(top) - {"p0"} and excluded == 0
+        drawn.add(out.negatives[2])
+        assert add_bm25_negatives(on, [example])[0] == [out]  # seeded: the same draw again
+    assert drawn == set(top) - {"p0"}  # both near-misses get drawn over the seeds
+
+
+def test_ranked_negatives_skip_positives_taken_and_answer_bearing_passages():
+    import random
+
+    from engine.examples import TrainExample
+    from engine.train_cross import add_ranked_negatives
+
+    texts = ["Paris is the capital", "Paris again", "Rome", "Madrid", "Berlin"]
+    corpus = Corpus([Passage(f"p{i}", t) for i, t in enumerate(texts)])
+    example = TrainExample("q0", "capital of France?", ("p0",), ("p2",))
+    ranking = ["p0", "p1", "p2", "p3", "p4"]
+    for seed in range(20):
+        (out,), excluded = add_ranked_negatives([example], [ranking], corpus, random.Random(seed), 2, {"q0": ["Paris"]})
+        assert excluded == 1  # p1 holds the answer
+        assert out.negatives[0] == "p2" and set(out.negatives[1:]) == {"p3", "p4"}
+    # a short pool gives fewer negatives, never a random or repeated one
+    (out,), _ = add_ranked_negatives([example], [["p0", "p2", "p3"]], corpus, random.Random(0), 3)
+    assert out.negatives == ("p2", "p3")
+    with pytest.raises(ValueError, match="must be >= 0"):
+        add_ranked_negatives([example], [ranking], corpus, random.Random(0), -1)
+
+
+def test_cross_bm25_negatives_argument(capsys):
+    from engine.cli import build_parser
+    from engine.pipeline_cli import build_config
+
+    base = ["pipeline", "run", "--data", "d", "--output", "o", "--preset", "cpu"]
+    assert build_config(build_parser().parse_args(base)).ce_sampling.bm25_negatives_per_positive == 0
+    config = build_config(build_parser().parse_args([*base, "--cross-bm25-negatives", "1"]))
+    assert config.ce_sampling.bm25_negatives_per_positive == 1
+    assert config.ce_sampling.negatives_per_positive == preset("cpu").ce_sampling.negatives_per_positive
+    for bad in ("-1", "11", "one"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--cross-bm25-negatives", bad])
+        assert "--cross-bm25-negatives" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="bm25_negatives_per_positive must be >= 0"):
+        replace(preset("cpu").ce_sampling, bm25_negatives_per_positive=-1)
