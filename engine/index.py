@@ -73,6 +73,24 @@ class DenseIndex:
         self.index.add(vectors)
         self.ids.extend(ids)
 
+    def stored_vectors(self, ids: list[str]) -> np.ndarray | None:
+        """The vectors (n, dim) stored for these passage ids, exactly as they were added, when the
+        index keeps them whole ("Flat", "HNSW..,Flat"); None when it keeps only codes or a coarse
+        assignment (PQ, SQ, IVF) or lacks one of the ids: then the caller encodes the passages."""
+        exact = self.factory == "Flat" or (self.factory.startswith("HNSW") and self.factory.endswith(",Flat"))
+        if not exact:
+            return None
+        rows_by_id = getattr(self, "_rows", None)  # built on first use, rebuilt after `add`
+        if rows_by_id is None or len(rows_by_id) != len(self.ids):
+            rows_by_id = self._rows = {pid: i for i, pid in enumerate(self.ids)}
+        rows = [rows_by_id.get(pid) for pid in ids]
+        if any(r is None for r in rows):
+            return None
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for j, r in enumerate(rows):
+            out[j] = self.index.reconstruct(r)
+        return out
+
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim == 1:

@@ -200,7 +200,10 @@ class Retriever:
         head = list(head)
         if need_dense:
             q = self.dense.encode_queries([question])[0]
-            p = self.dense.encode_passages([head[i].passage for i in need_dense])
+            # the index holds every passage's vector from this model: look them up, encode otherwise
+            p = self.index.stored_vectors([head[i].passage.id for i in need_dense]) if self.index is not None else None
+            if p is None:
+                p = self.dense.encode_passages([head[i].passage for i in need_dense])
             for i, s in zip(need_dense, (p @ q).tolist()):
                 head[i] = replace(head[i], dense_score=float(s))
         if need_bm25:

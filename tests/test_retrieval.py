@@ -260,7 +260,11 @@ def test_reranked_hits_carry_both_scores_and_a_bm25_share_orders_them(retriever,
     for h in by_dense:
         assert h.dense_score == pytest.approx(inner_product(h), abs=1e-5) and h.dense_rank is None
     assert [h.dense_score for h in by_dense] == sorted((h.dense_score for h in by_dense), reverse=True)
-    filled = retriever.with_scores(question, bm25_hits)  # what the dev choice uses
+    retriever.dense.encode_passages = None  # the Flat index holds the vectors: nothing is encoded
+    try:
+        filled = retriever.with_scores(question, bm25_hits)  # what the dev choice uses
+    finally:
+        del retriever.dense.encode_passages  # the method again
     assert [h.dense_score for h in filled] == pytest.approx([inner_product(h) for h in bm25_hits], abs=1e-5)
     assert [h.rank for h in filled] == [h.rank for h in bm25_hits]
     head = by_bm25[:4]
