@@ -139,30 +139,23 @@ def _max_length(flag: str, low: int = 32, zero: str = "the preset's"):
 _cross_max_length = _max_length("--cross-max-length")
 
 
+def _count(flag: str, high: int, unit: str):
+    """An argparse type: a whole number from 0 (off) to `high` `unit`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
+        if not 0 <= value <= high:
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 (off) to {high} {unit}, got {value}")
+        return value
+
+    return parse
+
+
 def _pseudo_queries(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
-        if not 0 <= value <= 20:
-            raise argparse.ArgumentTypeError(f"{flag} must be 0 (off) to 20 pseudo-queries per passage, got {value}")
-        return value
-
-    return parse
-
-
-def _negatives(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
-        if not 0 <= value <= 10:
-            raise argparse.ArgumentTypeError(f"{flag} must be 0 (off) to 10 negatives per positive, got {value}")
-        return value
-
-    return parse
+    return _count(flag, 20, "pseudo-queries per passage")
 
 
 def _inverse_cloze_scope(args: argparse.Namespace) -> str:
@@ -417,7 +410,7 @@ def add_parser(subparsers) -> None:
     )
     r.add_argument(
         "--cross-bm25-negatives",
-        type=_negatives("--cross-bm25-negatives"),
+        type=_count("--cross-bm25-negatives", 10, "negatives per positive"),
         default=0,
         metavar="N",
         help="step 2's cross-encoder also trains on N negatives per positive drawn from BM25's top-k (the "

@@ -215,21 +215,28 @@ def test_step1_trains_on_inverse_cloze_pseudo_queries_of_the_training_articles(t
     assert step_config["inverse_cloze"]["per_passage"] == 1
 
 
+def _step2_beside_plain(tmp_path, tiny_beir, plain_config, config) -> Dataset:
+    """Steps 1-2 with `plain_config` in tmp_path/plain, then step 2 with `config` in tmp_path/run on
+    the same M_D0 (step 1 copied); returns the dataset."""
+    from engine.readers import load_any
+
+    ds = load_any(str(tiny_beir))
+    run_pipeline(open_run(str(tiny_beir), tmp_path / "plain", plain_config, dataset=ds), [1, 2])
+    run = open_run(str(tiny_beir), tmp_path / "run", config, dataset=ds)
+    shutil.copytree(tmp_path / "plain" / STEP_DIRS[1], tmp_path / "run" / STEP_DIRS[1])  # the same M_D0
+    run_pipeline(run, [2])
+    return ds
+
+
 def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_sampling_alone(
     tmp_path, tiny_beir, tiny_config, caplog
 ):
     from engine.inverse_cloze import inverse_cloze_examples
-    from engine.readers import load_any
 
     caplog.set_level(logging.INFO, logger="engine.train_cross")
 
-    ds = load_any(str(tiny_beir))
-    plain = open_run(str(tiny_beir), tmp_path / "plain", tiny_config, dataset=ds)
-    run_pipeline(plain, [1, 2])
     config = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, inverse_cloze=1))
-    run = open_run(str(tiny_beir), tmp_path / "run", config, dataset=ds)
-    shutil.copytree(tmp_path / "plain" / STEP_DIRS[1], tmp_path / "run" / STEP_DIRS[1])  # the same M_D0
-    run_pipeline(run, [2])
+    ds = _step2_beside_plain(tmp_path, tiny_beir, tiny_config, config)
     pseudo = inverse_cloze_examples(
         ds.corpus, labelled_examples(ds, "train"), replace(config.inverse_cloze, per_passage=1)
     )
@@ -252,16 +259,10 @@ def test_step2_trains_on_pseudo_queries_never_held_out_and_leaves_the_questions_
 
 
 def test_step2_adds_bm25_negatives_after_the_same_dense_and_random_ones(tmp_path, tiny_beir, tiny_config):
-    from engine.readers import load_any
     from engine.sparse import BM25Index
 
-    ds = load_any(str(tiny_beir))
-    plain = open_run(str(tiny_beir), tmp_path / "plain", tiny_config, dataset=ds)
-    run_pipeline(plain, [1, 2])
     config = replace(tiny_config, ce_sampling=replace(tiny_config.ce_sampling, bm25_negatives_per_positive=1))
-    run = open_run(str(tiny_beir), tmp_path / "run", config, dataset=ds)
-    shutil.copytree(tmp_path / "plain" / STEP_DIRS[1], tmp_path / "run" / STEP_DIRS[1])  # the same M_D0
-    run_pipeline(run, [2])
+    ds = _step2_beside_plain(tmp_path, tiny_beir, tiny_config, config)
     before = read_examples(tmp_path / "plain" / STEP_DIRS[2] / "train.jsonl")
     after = read_examples(tmp_path / "run" / STEP_DIRS[2] / "train.jsonl")
     found = BM25Index.build(ds.corpus).search([e.question for e in after], config.ce_sampling.top_k).ids
