@@ -142,6 +142,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
     """Choose the re-ranking weights (cross-encoder logit + w * dense score [+ v * BM25 score]) on
     another split."""
     from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, RerankCandidates, choose_rerank_weight
+    from engine.retriever import clean_question
 
     if args.rerank_depth < 1 or not args.reranker:
         raise ValueError("--rerank-weight-from-dev needs --reranker and --rerank-depth")
@@ -157,9 +158,15 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
         )
     retriever.rerank_weight = retriever.rerank_bm25_weight = 0.0
     hits = _search_all(retriever, questions, args.rerank_depth, args.retriever, args.rerank_depth)
+    # every head's missing dense scores need the question's vector: one batch, not one call each
+    vectors = (
+        retriever.dense.encode_queries([clean_question(q.text) for q in questions])
+        if retriever.dense is not None
+        else [None] * len(questions)
+    )
     candidates = {}
-    for q, hs in zip(questions, hits):
-        head = retriever.with_scores(q.text, sorted(hs, key=lambda h: h.first_stage_rank))
+    for q, hs, vector in zip(questions, hits, vectors):
+        head = retriever.with_scores(q.text, sorted(hs, key=lambda h: h.first_stage_rank), query_vector=vector)
         candidates[q.id] = RerankCandidates(
             tuple(h.passage.id for h in head),
             tuple(h.dense_score for h in head),

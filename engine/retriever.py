@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from engine.cross_encoder import CrossEncoder
 from engine.data import Corpus, Passage
 from engine.dual_encoder import DualEncoder, DualEncoderConfig
@@ -111,9 +113,11 @@ class Retriever:
             raise QueryError(f"k must be at least 1, got {k}")
         questions = [clean_question(q) for q in questions]
         depth = max(k, rerank_depth)
+        # encoded once: the first stage searches with them, re-ranking reuses them for dense shares
+        vectors = self.dense.encode_queries(questions) if mode != "bm25" else None  # (n, dim)
         dense = (
-            self._dense(questions, max(depth, self.fusion.depth) if mode == "hybrid" else depth)
-            if mode != "bm25"
+            self._dense(vectors, max(depth, self.fusion.depth) if mode == "hybrid" else depth)
+            if vectors is not None
             else None
         )
         sparse = (
@@ -147,12 +151,11 @@ class Retriever:
                 for r, (pid, score) in enumerate(ranked[:depth], 1)
             ]
             if rerank_depth > 0:
-                hits = self._rerank(q, hits, rerank_depth)
+                hits = self._rerank(q, hits, rerank_depth, None if vectors is None else vectors[i])
             results.append(hits[:k])
         return results
 
-    def _dense(self, questions: list[str], depth: int) -> list[tuple[list[str], list[float]]]:
-        vectors = self.dense.encode_queries(questions)  # (n, dim)
+    def _dense(self, vectors: np.ndarray, depth: int) -> list[tuple[list[str], list[float]]]:
         res = self.index.search(vectors, depth)
         return [(ids, [float(s) for s in scores[: len(ids)]]) for ids, scores in zip(res.ids, res.scores)]
 
@@ -164,7 +167,7 @@ class Retriever:
             out.append(([ids[j] for j in keep], [float(scores[j]) for j in keep]))
         return out
 
-    def _rerank(self, question: str, hits: list[Hit], depth: int) -> list[Hit]:
+    def _rerank(self, question: str, hits: list[Hit], depth: int, query_vector: np.ndarray | None = None) -> list[Hit]:
         if self.reranker is None:
             raise ValueError("re-ranking asked for, but no cross-encoder is loaded")
         if not self.reranker.is_trained:
@@ -175,7 +178,7 @@ class Retriever:
         if v and self.bm25 is None:
             raise ValueError(f"a BM25 share in re-ranking (weight {v:g}) needs a BM25 index; none is loaded")
         # BM25 scores are cheap (one sparse pass), dense ones cost an encoder pass: only when used
-        head, tail = self.with_scores(question, hits[:depth], dense=bool(w)), hits[depth:]
+        head, tail = self.with_scores(question, hits[:depth], dense=bool(w), query_vector=query_vector), hits[depth:]
         logits = self.reranker.logits([question] * len(head), [h.passage for h in head])
         probs = self.reranker.probability(logits)
         dense, bm25 = [h.dense_score for h in head], [h.bm25_score for h in head]
@@ -187,10 +190,18 @@ class Retriever:
         ]
         return reranked + [replace(h, rank=len(reranked) + j) for j, h in enumerate(tail, 1)]
 
-    def with_scores(self, question: str, head: list[Hit], dense: bool = True, bm25: bool = True) -> list[Hit]:
+    def with_scores(
+        self,
+        question: str,
+        head: list[Hit],
+        dense: bool = True,
+        bm25: bool = True,
+        query_vector: np.ndarray | None = None,
+    ) -> list[Hit]:
         """The hits with their missing dense and BM25 scores filled in where a loaded model can give
         them (a hybrid list holds passages one retriever did not return; a single-mode list has one
-        score). Ranks stay as they were: a filled-in score has no rank."""
+        score). Ranks stay as they were: a filled-in score has no rank. `query_vector`: the
+        question's embedding when the caller already has it (otherwise it is encoded here)."""
         need_dense = (
             [i for i, h in enumerate(head) if h.dense_score is None] if dense and self.dense is not None else []
         )
@@ -199,7 +210,7 @@ class Retriever:
             return head
         head = list(head)
         if need_dense:
-            q = self.dense.encode_queries([question])[0]
+            q = self.dense.encode_queries([question])[0] if query_vector is None else query_vector
             # the index holds every passage's vector from this model: look them up, encode otherwise
             p = self.index.stored_vectors([head[i].passage.id for i in need_dense]) if self.index is not None else None
             if p is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.data import read_beir
@@ -267,6 +269,12 @@ def test_reranked_hits_carry_both_scores_and_a_bm25_share_orders_them(retriever,
         del retriever.dense.encode_passages  # the method again
     assert [h.dense_score for h in filled] == pytest.approx([inner_product(h) for h in bm25_hits], abs=1e-5)
     assert [h.rank for h in filled] == [h.rank for h in bm25_hits]
+    retriever.dense.encode_queries = None  # a caller's vector: the question is not encoded again
+    try:
+        given = retriever.with_scores(question, bm25_hits, query_vector=q)
+    finally:
+        del retriever.dense.encode_queries
+    assert [h.dense_score for h in given] == [h.dense_score for h in filled]
     head = by_bm25[:4]
     assert [h.bm25_score for h in head] == sorted((h.bm25_score for h in head), reverse=True)
     for h in head:
@@ -288,3 +296,33 @@ def test_a_share_without_its_model_is_refused(tiny_beir, tiny_model_dir, tmp_pat
     bm25_only.reranker, bm25_only.rerank_weight = ce, 5.0
     with pytest.raises(ValueError, match="needs a dual-encoder"):
         bm25_only.search("bees", k=3, mode="bm25", rerank_depth=3)
+
+
+def test_hybrid_reranking_with_a_dense_share_encodes_each_question_once(retriever, tiny_model_dir):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    questions = ["sailors smoke comb", "drones flash light"]  # words from passages on other subjects
+    encode = retriever.dense.encode_queries
+    batches = []
+
+    def counted(texts, *args, **kwargs):
+        batches.append(list(texts))
+        return encode(texts, *args, **kwargs)
+
+    fusion = retriever.fusion
+    retriever.reranker = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    retriever.rerank_weight = 1.0  # a dense share: BM25-only passages in the head need inner products
+    retriever.fusion = replace(fusion, depth=1)  # shallow lists: the fused head holds BM25-only passages
+    retriever.dense.encode_queries = counted
+    try:
+        hits = retriever.search_batch(questions, k=2, mode="hybrid", rerank_depth=2)
+    finally:
+        del retriever.dense.encode_queries
+        retriever.reranker, retriever.rerank_weight, retriever.fusion = None, 0.0, fusion
+    assert any(h.dense_rank is None for hs in hits for h in hs)  # the dense model did not return them
+    assert batches == [questions]  # the first stage's batch, reused by re-ranking
+    q = encode(questions)
+    for hs, vector in zip(hits, q):
+        for h in hs:
+            stored = retriever.index.stored_vectors([h.passage.id])[0]
+            assert h.dense_score == pytest.approx(float(stored @ vector), abs=1e-5)
