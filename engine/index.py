@@ -75,11 +75,14 @@ class DenseIndex:
 
     def stored_vectors(self, ids: list[str]) -> np.ndarray | None:
         """The vectors (n, dim) stored for these passage ids, exactly as they were added, when the
-        index keeps them whole ("Flat", "HNSW..,Flat"); None when it keeps only codes or a coarse
-        assignment (PQ, SQ, IVF) or lacks one of the ids: then the caller encodes the passages."""
-        exact = self.factory == "Flat" or (self.factory.startswith("HNSW") and self.factory.endswith(",Flat"))
-        if not exact:
+        index keeps them whole ("Flat", "HNSW..,Flat", "IVF..,Flat"); None when it keeps only codes
+        (PQ, SQ, "IVF..,PQ..") or lacks one of the ids: then the caller encodes the passages."""
+        whole = self.factory == "Flat" or (self.factory.startswith(("HNSW", "IVF")) and self.factory.endswith(",Flat"))
+        if not whole:
             return None
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.make_direct_map()  # row -> (list, offset), which `reconstruct` needs; 8 bytes a vector
         rows_by_id = getattr(self, "_rows", None)  # built on first use, rebuilt after `add`
         if rows_by_id is None or len(rows_by_id) != len(self.ids):
             rows_by_id = self._rows = {pid: i for i, pid in enumerate(self.ids)}

@@ -125,14 +125,17 @@ def test_missing_shard_and_bad_spec(tmp_path, tiny_encoder):
         Shard.parse("2/2")
 
 
-def test_stored_vectors_are_the_added_ones_for_whole_vector_indexes_and_none_for_codes():
+def test_stored_vectors_are_the_added_ones_for_whole_vector_indexes_and_none_for_codes(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((300, 16)).astype(np.float32)
     ids = [f"p{i}" for i in range(300)]
-    for factory in ("Flat", "HNSW8,Flat"):
+    for factory in ("Flat", "HNSW8,Flat", "IVF4,Flat"):
         index = DenseIndex.build(vectors, ids, factory=factory)
         np.testing.assert_array_equal(index.stored_vectors(["p7", "p0", "p299"]), vectors[[7, 0, 299]])
         assert index.stored_vectors(["p7", "nope"]) is None  # an unknown id: the caller encodes
         index.add(vectors[:1] * 2, ["late"])  # added later: found too
         np.testing.assert_array_equal(index.stored_vectors(["late"]), vectors[:1] * 2)
-    assert DenseIndex.build(vectors, ids, factory="PQ4").stored_vectors(["p7"]) is None  # codes only
+        index.save(tmp_path / factory)  # and after a reload
+        np.testing.assert_array_equal(DenseIndex.load(tmp_path / factory).stored_vectors(["p7"]), vectors[[7]])
+    for codes in ("PQ4", "IVF4,PQ4"):
+        assert DenseIndex.build(vectors, ids, factory=codes).stored_vectors(["p7"]) is None  # codes only
