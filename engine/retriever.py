@@ -178,7 +178,7 @@ class Retriever:
         if v and self.bm25 is None:
             raise ValueError(f"a BM25 share in re-ranking (weight {v:g}) needs a BM25 index; none is loaded")
         # BM25 scores are cheap (one sparse pass); dense ones need passage vectors, which a code-only
-        # index (PQ, SQ, IVF) cannot give back and the encoder must recompute: only when used
+        # index (PQ, SQ) cannot give back and the encoder must recompute: only when used
         head, tail = self.with_scores(question, hits[:depth], dense=bool(w), query_vector=query_vector), hits[depth:]
         logits = self.reranker.logits([question] * len(head), [h.passage for h in head])
         probs = self.reranker.probability(logits)
