@@ -130,11 +130,16 @@ def _check_rerank_weights(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} must be a number >= 0, got {w}")
 
 
-def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int) -> list:
+def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int, vectors=None) -> list:
     hits = []
     for start in range(0, len(questions), 256):
         batch = questions[start : start + 256]
-        hits.extend(retriever.search_batch([q.text for q in batch], k=k, mode=mode, rerank_depth=rerank_depth))
+        given = None if vectors is None else vectors[start : start + 256]
+        hits.extend(
+            retriever.search_batch(
+                [q.text for q in batch], k=k, mode=mode, rerank_depth=rerank_depth, query_vectors=given
+            )
+        )
     return hits
 
 
@@ -157,16 +162,20 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
             f"{args.split!r} (e.g. {sorted(shared)[0]!r}); the weight must be chosen on other questions"
         )
     retriever.rerank_weight = retriever.rerank_bm25_weight = 0.0
-    hits = _search_all(retriever, questions, args.rerank_depth, args.retriever, args.rerank_depth)
-    # every head's missing dense scores need the question's vector: one batch, not one call each
+    # encoded once: the first stage searches with them, and every head's missing dense scores need them
     vectors = (
         retriever.dense.encode_queries([clean_question(q.text) for q in questions])
         if retriever.dense is not None
-        else [None] * len(questions)
+        else None
     )
+    hits = _search_all(retriever, questions, args.rerank_depth, args.retriever, args.rerank_depth, vectors)
     candidates = {}
-    for q, hs, vector in zip(questions, hits, vectors):
-        head = retriever.with_scores(q.text, sorted(hs, key=lambda h: h.first_stage_rank), query_vector=vector)
+    for i, (q, hs) in enumerate(zip(questions, hits)):
+        head = retriever.with_scores(
+            q.text,
+            sorted(hs, key=lambda h: h.first_stage_rank),
+            query_vector=None if vectors is None else vectors[i],
+        )
         candidates[q.id] = RerankCandidates(
             tuple(h.passage.id for h in head),
             tuple(h.dense_score for h in head),

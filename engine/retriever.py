@@ -100,13 +100,19 @@ class Retriever:
         return self.search_batch([question], k, mode, rerank_depth)[0]
 
     def search_batch(
-        self, questions: Sequence[str], k: int = 10, mode: str = "dense", rerank_depth: int = 0
+        self,
+        questions: Sequence[str],
+        k: int = 10,
+        mode: str = "dense",
+        rerank_depth: int = 0,
+        query_vectors: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits per question. With rerank_depth > 0 the top-`rerank_depth` are re-ordered
         by the cross-encoder's logit plus `rerank_weight` times their dense score plus
         `rerank_bm25_weight` times their BM25 score (hits below that depth keep their first-stage
         order). The re-ranked hits carry both scores wherever that model is loaded, also for
-        passages the other retriever did not return."""
+        passages the other retriever did not return. `query_vectors`: the (cleaned) questions'
+        embeddings when the caller already has them (otherwise they are encoded here)."""
         if mode not in self.modes:
             raise ValueError(f"retrieval mode {mode!r} is not available (available: {', '.join(self.modes) or 'none'})")
         if k < 1:
@@ -114,10 +120,14 @@ class Retriever:
         questions = [clean_question(q) for q in questions]
         depth = max(k, rerank_depth)
         # encoded once: the first stage searches with them, re-ranking reuses them for dense shares
-        vectors = self.dense.encode_queries(questions) if mode != "bm25" else None  # (n, dim)
+        vectors = query_vectors
+        if vectors is None and mode != "bm25":
+            vectors = self.dense.encode_queries(questions)  # (n, dim)
+        if vectors is not None and len(vectors) != len(questions):
+            raise ValueError(f"{len(vectors)} query vectors for {len(questions)} questions")
         dense = (
             self._dense(vectors, max(depth, self.fusion.depth) if mode == "hybrid" else depth)
-            if vectors is not None
+            if mode != "bm25"
             else None
         )
         sparse = (

@@ -326,3 +326,27 @@ def test_hybrid_reranking_with_a_dense_share_encodes_each_question_once(retrieve
         for h in hs:
             stored = retriever.index.stored_vectors([h.passage.id])[0]
             assert h.dense_score == pytest.approx(float(stored @ vector), abs=1e-5)
+
+
+def test_given_query_vectors_are_used_and_a_wrong_count_is_refused(retriever, tiny_model_dir):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    questions = ["sailors smoke comb", "drones flash light"]
+    vectors = retriever.dense.encode_queries(questions)
+    expected = retriever.search_batch(questions, k=3, mode="dense")
+    retriever.reranker = CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir))
+    retriever.rerank_weight = 1.0  # a BM25 head with a dense share: the given vectors fill it in
+    retriever.dense.encode_queries = None  # nothing may be encoded
+    try:
+        dense = retriever.search_batch(questions, k=3, mode="dense", query_vectors=vectors)
+        bm25 = retriever.search_batch(questions, k=2, mode="bm25", rerank_depth=2, query_vectors=vectors)
+        with pytest.raises(ValueError, match="1 query vectors for 2 questions"):
+            retriever.search_batch(questions, k=3, mode="dense", query_vectors=vectors[:1])
+    finally:
+        del retriever.dense.encode_queries
+        retriever.reranker, retriever.rerank_weight = None, 0.0
+    assert [[h.passage.id for h in hs] for hs in dense] == [[h.passage.id for h in hs] for hs in expected]
+    for hs, vector in zip(bm25, vectors):
+        for h in hs:
+            stored = retriever.index.stored_vectors([h.passage.id])[0]
+            assert h.dense_score == pytest.approx(float(stored @ vector), abs=1e-5)
