@@ -21,7 +21,7 @@ from pathlib import Path
 log = logging.getLogger("engine")
 
 # Modules that add sub-commands (pipeline, benchmarks): imported lazily, skipped if absent.
-COMMANDS = ["engine.pipeline_cli", "engine.bench"]
+COMMANDS = ["engine.pipeline_cli", "engine.bench", "engine.rerank_mix"]
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -146,7 +146,7 @@ def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int, vect
 def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
     """Choose the re-ranking weights (cross-encoder logit + w * dense score [+ v * BM25 score]) on
     another split."""
-    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, RerankCandidates, choose_rerank_weight
+    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, choose_rerank_weight
     from engine.retriever import clean_question
 
     if args.rerank_depth < 1 or not args.reranker:
@@ -176,12 +176,7 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
             sorted(hs, key=lambda h: h.first_stage_rank),
             query_vector=None if vectors is None else vectors[i],
         )
-        candidates[q.id] = RerankCandidates(
-            tuple(h.passage.id for h in head),
-            tuple(h.dense_score for h in head),
-            tuple(h.ce_logit for h in head),
-            tuple(h.bm25_score for h in head) if args.rerank_bm25 else (),
-        )
+        candidates[q.id] = _candidates(head)
     choice = choose_rerank_weight(
         candidates,
         qrels,
@@ -196,7 +191,45 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
         split,
         choice.questions,
     )
-    return choice
+    return choice, candidates
+
+
+def _candidates(head):
+    """A re-ranked head's features, in first-stage order (BM25 scores only when every hit has one)."""
+    from engine.fusion import RerankCandidates
+
+    head = sorted(head, key=lambda h: h.first_stage_rank)
+    bm25 = tuple(h.bm25_score for h in head)
+    return RerankCandidates(
+        tuple(h.passage.id for h in head),
+        tuple(h.dense_score for h in head),
+        tuple(h.ce_logit for h in head),
+        bm25 if None not in bm25 else (),
+    )
+
+
+def choice_config(choice, split: str) -> dict:
+    """A WeightChoice as the `rerank_weight_choice` of an output's config: the split, and the MRR@10
+    of every (dense, BM25) weight pair tried."""
+    return {
+        "split": split,
+        "questions": choice.questions,
+        "on_grid_edge": choice.on_edge,
+        "grid_extensions": choice.extensions,
+    } | {f"MRR@{choice.cutoff} at weights {w:g} (dense), {v:g} (BM25)": round(m, 2) for (w, v), m in choice.mrr.items()}
+
+
+def _feature_rows(retriever, split: str, questions, hits) -> list:
+    """(split, question id, SavedHead) for `--rerank-features`: each re-ranked head with its missing
+    dense and BM25 scores filled in, and the ids below it."""
+    from engine.rerank_features import SavedHead
+
+    rows = []
+    for q, hs in zip(questions, hits):
+        head = retriever.with_scores(q.text, [h for h in hs if h.ce_logit is not None])
+        tail = tuple(h.passage.id for h in sorted(hs, key=lambda h: h.rank) if h.ce_logit is None)
+        rows.append((split, q.id, SavedHead(_candidates(head), tail)))
+    return rows
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -214,6 +247,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
     if args.rerank_grid_extend and not args.rerank_weight_from_dev:
         raise ValueError("--rerank-grid-extend extends the grid that --rerank-weight-from-dev SPLIT searches: add it")
+    if args.rerank_features and (args.rerank_depth < 1 or not args.reranker):
+        raise ValueError("--rerank-features saves re-ranked heads: it needs --reranker and --rerank-depth")
     if args.rerank_weight_from_dev and (args.rerank_weight or args.rerank_bm25_weight):
         raise ValueError("--rerank-weight-from-dev chooses the weights: drop --rerank-weight / --rerank-bm25-weight")
     # one load: with a weight to choose on another split, every split of the data comes in
@@ -222,13 +257,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # a hash of the whole corpus: only when a per-question file is read or written
     fingerprint = ds.corpus.fingerprint() if args.paired_with or args.per_question else None
     # read before the evaluation runs, so that a wrong file costs nothing
-    baseline = _per_question_file(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
+    baseline = read_per_question(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
     t0 = time.perf_counter()
     retriever = _retriever(args, ds.corpus)
     t_load = time.perf_counter() - t0
-    weight_choice = None
+    weight_choice, feature_rows = None, []
     if args.rerank_weight_from_dev:
-        weight_choice = _rerank_weight_from_dev(args, ds, retriever)
+        weight_choice, dev_candidates = _rerank_weight_from_dev(args, ds, retriever)
+        if args.rerank_features:
+            from engine.rerank_features import SavedHead
+
+            split = args.rerank_weight_from_dev
+            feature_rows = [(split, qid, SavedHead(c, ())) for qid, c in dev_candidates.items()]
         retriever.rerank_weight, retriever.rerank_bm25_weight = weight_choice.weight, weight_choice.bm25_weight
     else:
         retriever.rerank_weight, retriever.rerank_bm25_weight = args.rerank_weight, args.rerank_bm25_weight
@@ -253,18 +293,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "rerank_weight": retriever.rerank_weight if args.rerank_depth else None,
             "rerank_bm25_weight": retriever.rerank_bm25_weight if args.rerank_depth else None,
             "rerank_weight_choice": (
-                {
-                    "split": args.rerank_weight_from_dev,
-                    "questions": weight_choice.questions,
-                    "on_grid_edge": weight_choice.on_edge,
-                    "grid_extensions": weight_choice.extensions,
-                }
-                | {
-                    f"MRR@{weight_choice.cutoff} at weights {w:g} (dense), {v:g} (BM25)": round(m, 2)
-                    for (w, v), m in weight_choice.mrr.items()
-                }
-                if weight_choice
-                else None
+                choice_config(weight_choice, args.rerank_weight_from_dev) if weight_choice else None
             ),
             "index_factory": args.index_factory,
             "passage_max_length": retriever.dense.passage_encoder.max_length if retriever.dense else None,
@@ -276,20 +305,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if baseline is not None:
         paired = paired_mrr10(baseline[0], result)
         out["paired_with"] = {"file": args.paired_with, "against": baseline[1]} | paired
+    if args.rerank_features:
+        from engine.rerank_features import write_features
+
+        feature_rows += _feature_rows(retriever, args.split, questions, hits)
+        config = out["config"] | {"splits": sorted({r[0] for r in feature_rows})}
+        n = write_features(args.rerank_features, ds.corpus.fingerprint(), config, feature_rows)
+        log.info("re-ranking features of %d questions written to %s", n, args.rerank_features)
     if args.per_question:
-        _write_json(
-            args.per_question,
-            {
-                "format": PER_QUESTION_FORMAT,
-                "split": args.split,
-                "corpus_fingerprint": fingerprint,
-                "config": out["config"],
-                "result": result.to_dict(),
-            },
-        )
+        write_per_question(args.per_question, args.split, fingerprint, out["config"], result)
     text = json.dumps(out, indent=2)
     if args.output:
-        _write_json(args.output, out)
+        write_json(args.output, out)
     print(text)
     return 0
 
@@ -297,12 +324,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 PER_QUESTION_FORMAT = "rocketqa-workbench/evaluate-per-question/1"
 
 
-def _write_json(path: str, obj: dict) -> None:
+def write_per_question(path: str, split: str, fingerprint: str, config: dict, result) -> None:
+    """An EvalResult with its per-question ranks, for a later `--paired-with`."""
+    write_json(
+        path,
+        {
+            "format": PER_QUESTION_FORMAT,
+            "split": split,
+            "corpus_fingerprint": fingerprint,
+            "config": config,
+            "result": result.to_dict(),
+        },
+    )
+
+
+def write_json(path: str, obj: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def _per_question_file(path: str, split: str, fingerprint: str, questions) -> tuple:
+def read_per_question(path: str, split: str, fingerprint: str, questions) -> tuple:
     """The EvalResult stored by `evaluate --per-question` in `path` and its retriever, model and
     reranker; a clear error when it is not such a file, or was made on another split or corpus, or
     shares no question with `questions`."""
@@ -464,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="also write each question's ranks (first relevant, answer) here, for a later --paired-with",
+    )
+    p.add_argument(
+        "--rerank-features",
+        metavar="FILE",
+        default=None,
+        help="also write every re-ranked head (dev and evaluated split) with its dense and BM25 scores and "
+        "cross-encoder logits here (JSON Lines, engine.rerank_features), for `rerank-mix`",
     )
     p.add_argument(
         "--paired-with",

@@ -1,0 +1,150 @@
+"""Saved re-ranking features: `evaluate --rerank-features` writes every re-ranked head, and the heads
+re-ordered from the file rank exactly as the evaluation did; `rerank-mix` re-orders them (one or
+several cross-encoders) without scoring; bad files get one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine.cli import main
+from engine.fusion import RerankCandidates
+from engine.rerank_features import FORMAT, SavedHead, average_logits, ranking, read_features, write_features
+
+
+@pytest.fixture
+def saved(tiny_beir, tmp_path, tiny_model_dir):
+    """Two cross-encoders (two random heads) evaluated on the same hybrid first stage, features saved."""
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    common = ["evaluate", "--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    common += ["--retriever", "hybrid", "--split", "test", "--rerank-depth", "4", "--k", "6"]
+    common += ["--rerank-weight-from-dev", "train", "--rerank-bm25"]
+    out = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)  # the classification head starts random: two seeds, two cross-encoders
+        CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir)).save(tmp_path / name)
+        argv = [*common, "--reranker", str(tmp_path / name), "--output", str(tmp_path / f"{name}.json")]
+        argv += [
+            "--rerank-features",
+            str(tmp_path / f"{name}.jsonl"),
+            "--per-question",
+            str(tmp_path / f"{name}-pq.json"),
+        ]
+        assert main(argv) == 0
+        out[name] = (tmp_path / f"{name}.jsonl", json.loads((tmp_path / f"{name}.json").read_text()))
+    return out
+
+
+def test_saved_heads_rank_as_the_evaluation_did(saved, tiny_beir):
+    from engine.metrics import evaluate_rankings
+    from engine.readers import load_any
+
+    path, metrics = saved["a"]
+    features = read_features(path)
+    assert set(features.heads) == {"train", "test"}
+    ds = load_any(str(tiny_beir))
+    questions, qrels = ds.split("test")
+    assert set(features.heads["test"]) == {q.id for q in questions}
+    assert features.corpus_fingerprint == ds.corpus.fingerprint()
+    w, v = metrics["config"]["rerank_weight"], metrics["config"]["rerank_bm25_weight"]
+    rankings = {}
+    for qid, head in features.heads["test"].items():
+        c = head.candidates
+        assert len(c.ids) == 4 and len(head.tail) == 2 and not set(c.ids) & set(head.tail)
+        assert len(c.dense) == len(c.bm25) == len(c.ce_logits) == 4  # every score filled in, hybrid or not
+        rankings[qid] = ranking(head, w, v)
+    answers = {q.id: q.answers for q in questions if q.answers}
+    again = evaluate_rankings(rankings, qrels, ds.corpus, answers or None)
+    assert {k: round(x, 2) for k, x in again.metrics.items()} == {k: metrics[k] for k in again.metrics}
+    # the dev heads are what the weight choice saw: re-choosing from them gives the same weights
+    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, choose_rerank_weight
+
+    dev = {qid: h.candidates for qid, h in features.heads["train"].items()}
+    choice = choose_rerank_weight(dev, ds.split("train")[1], RERANK_WEIGHTS, RERANK_BM25_WEIGHTS)
+    assert (choice.weight, choice.bm25_weight) == (w, v)
+
+
+def test_rerank_mix_of_one_file_reproduces_the_evaluation(saved, tiny_beir, tmp_path):
+    path, metrics = saved["a"]
+    out = tmp_path / "mix.json"
+    argv = ["rerank-mix", "--data", str(tiny_beir), "--features", str(path), "--split", "test", "--dev", "train"]
+    assert main([*argv, "--rerank-bm25", "--output", str(out)]) == 0
+    mixed = json.loads(out.read_text())
+    assert {k: mixed[k] for k in ("MRR@10", "R@1", "R@5", "R@100", "Acc@5")} == {
+        k: metrics[k] for k in ("MRR@10", "R@1", "R@5", "R@100", "Acc@5")
+    }
+    assert (mixed["config"]["rerank_weight"], mixed["config"]["rerank_bm25_weight"]) == (
+        metrics["config"]["rerank_weight"],
+        metrics["config"]["rerank_bm25_weight"],
+    )
+
+
+def test_rerank_mix_averages_the_logits_of_several_cross_encoders(saved, tiny_beir, tmp_path):
+    a, b = read_features(saved["a"][0]), read_features(saved["b"][0])
+    mean = average_logits([a, b], "test")
+    for qid, head in mean.items():
+        la, lb = a.heads["test"][qid].candidates.ce_logits, b.heads["test"][qid].candidates.ce_logits
+        assert la != lb  # two different heads
+        assert head.candidates.ce_logits == pytest.approx([(x + y) / 2 for x, y in zip(la, lb)])
+        assert head.candidates.ids == a.heads["test"][qid].candidates.ids
+    out = tmp_path / "ab.json"
+    argv = ["rerank-mix", "--data", str(tiny_beir), "--features", str(saved["a"][0]), str(saved["b"][0])]
+    argv += ["--split", "test", "--dev", "train", "--output", str(out), "--paired-with", str(tmp_path / "a-pq.json")]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["features"] == [str(saved["a"][0]), str(saved["b"][0])]
+    assert result["paired_with"]["questions"] == 2
+
+
+def _head(ids, logits, tail=()):
+    n = len(ids)
+    return SavedHead(RerankCandidates(tuple(ids), (0.5,) * n, tuple(logits), (1.0,) * n), tuple(tail))
+
+
+def test_mixing_files_of_different_first_stages_is_refused(tmp_path):
+    write_features(tmp_path / "a.jsonl", "fp", {}, [("test", "q1", _head(["p1", "p2"], [1.0, 2.0]))])
+    write_features(tmp_path / "b.jsonl", "fp", {}, [("test", "q1", _head(["p2", "p1"], [1.0, 2.0]))])
+    write_features(tmp_path / "c.jsonl", "other", {}, [("test", "q1", _head(["p1", "p2"], [1.0, 2.0]))])
+    a, b, c = (read_features(tmp_path / f"{x}.jsonl") for x in "abc")
+    with pytest.raises(ValueError, match="different heads"):
+        average_logits([a, b], "test")
+    with pytest.raises(ValueError, match="different corpora"):
+        average_logits([a, c], "test")
+    with pytest.raises(ValueError, match="holds no question of split 'dev'"):
+        average_logits([a], "dev")
+    assert ranking(_head(["p1", "p2", "p3"], [1.0, 3.0, 1.0], ["p4"]), 0.0, 0.0) == ["p2", "p1", "p3", "p4"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "format None"),
+        ('{"format": "other"}\n', "format 'other'"),
+        (f'{{"format": "{FORMAT}"}}\n{{"split": "test", "id": "q", "ids": []}}\n', "line 2"),
+        (f'{{"format": "{FORMAT}"}}\nnot json\n', "line 2"),
+        (
+            f'{{"format": "{FORMAT}"}}\n{{"split": "t", "id": "q", "ids": ["p"], "dense": [1], "ce_logits": [NaN]}}\n',
+            "finite",
+        ),
+        (
+            f'{{"format": "{FORMAT}"}}\n{{"split": "t", "id": "q", "ids": ["p"], "dense": [1, 2], "ce_logits": [1]}}\n',
+            "list of 1 numbers",
+        ),
+    ],
+)
+def test_a_malformed_features_file_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "f.jsonl"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_features(path)
+
+
+def test_rerank_mix_bad_input_exits_2_with_one_line(tiny_beir, tmp_path, capsys):
+    argv = ["rerank-mix", "--data", str(tiny_beir), "--features", str(tmp_path / "missing.jsonl")]
+    assert main(argv) == 2 and "cannot read it" in capsys.readouterr().err
+    write_features(tmp_path / "a.jsonl", "not this corpus", {}, [("test", "q1", _head(["p1"], [1.0]))])
+    assert main([*argv[:-1], str(tmp_path / "a.jsonl")]) == 2
+    assert "another corpus" in capsys.readouterr().err
