@@ -121,7 +121,8 @@ class Retriever:
         depth = max(k, rerank_depth)
         # encoded once: the first stage searches with them, re-ranking reuses them for dense shares
         vectors = query_vectors
-        if vectors is None and mode != "bm25":
+        dense_share = rerank_depth > 0 and bool(self.rerank_weight) and self.dense is not None
+        if vectors is None and (mode != "bm25" or dense_share):
             vectors = self.dense.encode_queries(questions)  # (n, dim)
         if vectors is not None and len(vectors) != len(questions):
             raise ValueError(f"{len(vectors)} query vectors for {len(questions)} questions")

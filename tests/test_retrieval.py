@@ -316,13 +316,15 @@ def test_hybrid_reranking_with_a_dense_share_encodes_each_question_once(retrieve
     retriever.dense.encode_queries = counted
     try:
         hits = retriever.search_batch(questions, k=2, mode="hybrid", rerank_depth=2)
+        # a BM25 head with a dense share: every passage needs an inner product, from one batch too
+        bm25 = retriever.search_batch(questions, k=2, mode="bm25", rerank_depth=2)
     finally:
         del retriever.dense.encode_queries
         retriever.reranker, retriever.rerank_weight, retriever.fusion = None, 0.0, fusion
     assert any(h.dense_rank is None for hs in hits for h in hs)  # the dense model did not return them
-    assert batches == [questions]  # the first stage's batch, reused by re-ranking
+    assert batches == [questions, questions]  # one batch per search, reused by re-ranking
     q = encode(questions)
-    for hs, vector in zip(hits, q):
+    for hs, vector in [*zip(hits, q), *zip(bm25, q)]:
         for h in hs:
             stored = retriever.index.stored_vectors([h.passage.id])[0]
             assert h.dense_score == pytest.approx(float(stored @ vector), abs=1e-5)
