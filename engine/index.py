@@ -40,6 +40,7 @@ class DenseIndex:
         self.factory = factory
         self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         self.ids: list[str] = []
+        self._rows: dict[str, int] | None = None  # passage id -> row, for `stored_vectors`; reset by `add`
         self.hnsw_ef_search = hnsw_ef_search
         self.nprobe = nprobe
         self._apply_search_params()
@@ -72,6 +73,7 @@ class DenseIndex:
             self.index.train(vectors)
         self.index.add(vectors)
         self.ids.extend(ids)
+        self._rows = None
 
     def stored_vectors(self, ids: list[str]) -> np.ndarray | None:
         """The vectors (n, dim) stored for these passage ids, exactly as they were added, when the
@@ -83,9 +85,9 @@ class DenseIndex:
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
             ivf.make_direct_map()  # row -> (list, offset), which `reconstruct` needs; 8 bytes a vector
-        rows_by_id = getattr(self, "_rows", None)  # built on first use, rebuilt after `add`
-        if rows_by_id is None or len(rows_by_id) != len(self.ids):
-            rows_by_id = self._rows = {pid: i for i, pid in enumerate(self.ids)}
+        if self._rows is None:  # built on first use, again after an `add`
+            self._rows = {pid: i for i, pid in enumerate(self.ids)}
+        rows_by_id = self._rows
         rows = [rows_by_id.get(pid) for pid in ids]
         if any(r is None for r in rows):
             return None
@@ -133,6 +135,7 @@ class DenseIndex:
             raise IndexLoadError(f"{d}: index is inconsistent ({raw.ntotal} vectors, {len(ids)} ids, metadata {meta})")
         index = cls.__new__(cls)
         index.dim, index.factory, index.index, index.ids = raw.d, meta["factory"], raw, ids
+        index._rows = None
         index.hnsw_ef_search = kwargs.get("hnsw_ef_search", 128)
         index.nprobe = kwargs.get("nprobe", 16)
         index._apply_search_params()
