@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 from engine.cli import main
 from engine.fusion import RerankCandidates
@@ -148,3 +149,18 @@ def test_rerank_mix_bad_input_exits_2_with_one_line(tiny_beir, tmp_path, capsys)
     write_features(tmp_path / "a.jsonl", "not this corpus", {}, [("test", "q1", _head(["p1"], [1.0]))])
     assert main([*argv[:-1], str(tmp_path / "a.jsonl")]) == 2
     assert "another corpus" in capsys.readouterr().err
+
+
+def test_fusion_forms_benchmark_scores_every_form_and_raw_as_evaluate(saved, tiny_beir, tmp_path, capsys):
+    forms = load_benchmark("rerank_fusion_forms")
+    c = RerankCandidates(("p1", "p2", "p3"), (0.2, 0.6, 0.4), (1.0, 0.0, -1.0), (10.0, 5.0, 0.0))
+    assert forms.bm25_over_max(c).bm25 == (1.0, 0.5, 0.0)
+    assert forms.min_max(c).dense == pytest.approx((0.0, 1.0, 0.5)) and forms.min_max(c).bm25 == (1.0, 0.5, 0.0)
+    path, metrics = saved["a"]
+    out = tmp_path / "forms.json"
+    argv = ["--data", str(tiny_beir), "--features", str(path), "--dev", "train", "--output", str(out)]
+    assert forms.main(argv) == 0
+    rows = {r["form"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"raw", "bm25/max", "min-max"}
+    assert rows["raw"]["test MRR@10"] == metrics["MRR@10"]  # the engine's form, as evaluate chose it
+    assert "dev's choice" in capsys.readouterr().out

@@ -1,0 +1,122 @@
+"""Which form of the re-ranking mix re-ranks best? Compared on saved heads, chosen on dev.
+
+The engine orders a re-ranked head by `logit + w x dense + v x BM25` with raw scores. A BM25 score
+grows with the question's length and the rarity of its words, so one v weighs BM25 more for some
+questions than for others. This compares, on the heads that `evaluate --rerank-features` saved (no
+model is loaded; several files: their mean logit), three forms of the same linear mix:
+- `raw`: the engine's, on `engine.fusion`'s grids (extended as `--rerank-grid-extend 3` does);
+- `bm25/max`: the BM25 score divided by the head's largest BM25 score;
+- `min-max`: the dense and the BM25 score each min-max scaled within the head.
+Each form chooses its (w, v) on the dev heads by MRR@10 (`engine.fusion.choose_rerank_weight`); the
+form with the best dev MRR@10 is the one to use. Test is scored for every form, with paired
+differences against `raw`, so a form that dev prefers but test does not is visible.
+
+    python benchmarks/rerank_fusion_forms.py --data ../shared/data/squad-v1.1-dev \
+        --features base.jsonl [more.jsonl ...] [--dev dev] [--split test] [--output forms.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, RerankCandidates, choose_rerank_weight  # noqa: E402
+from engine.metrics import evaluate_rankings, paired_mrr10  # noqa: E402
+from engine.readers import load_any  # noqa: E402
+from engine.rerank_features import SavedHead, average_logits, ranking, read_features  # noqa: E402
+
+SCALED_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # x a score scaled to [0, 1] within the head
+
+
+def _minmax(values: tuple[float, ...]) -> tuple[float, ...]:
+    lo, hi = min(values), max(values)
+    return tuple((v - lo) / (hi - lo) if hi > lo else 0.0 for v in values)
+
+
+def bm25_over_max(c: RerankCandidates) -> RerankCandidates:
+    top = max(c.bm25)
+    return replace(c, bm25=tuple(b / top if top > 0 else 0.0 for b in c.bm25))
+
+
+def min_max(c: RerankCandidates) -> RerankCandidates:
+    return replace(c, dense=_minmax(c.dense), bm25=_minmax(c.bm25))
+
+
+FORMS = {
+    "raw": (lambda c: c, RERANK_WEIGHTS, RERANK_BM25_WEIGHTS),
+    "bm25/max": (bm25_over_max, RERANK_WEIGHTS, SCALED_WEIGHTS),
+    "min-max": (min_max, SCALED_WEIGHTS, SCALED_WEIGHTS),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="the data the features were made on")
+    p.add_argument("--features", nargs="+", required=True, help="`evaluate --rerank-features` files")
+    p.add_argument("--dev", default="dev")
+    p.add_argument("--split", default="test")
+    p.add_argument("--extend", type=int, default=3, help="grid extensions, as evaluate --rerank-grid-extend")
+    p.add_argument("--output", default=None, help="write the table as JSON here")
+    args = p.parse_args(argv)
+
+    features = [read_features(f) for f in args.features]
+    ds = load_any(args.data)
+    if any(f.corpus_fingerprint != ds.corpus.fingerprint() for f in features):
+        raise SystemExit(f"a features file was made on another corpus than {args.data}")
+    dev_heads, heads = average_logits(features, args.dev), average_logits(features, args.split)
+    if any(not h.candidates.bm25 for h in [*dev_heads.values(), *heads.values()]):
+        raise SystemExit("every saved head needs BM25 scores (evaluate with a BM25 index loaded)")
+    dev_qrels = ds.split(args.dev)[1]
+    questions, qrels = ds.split(args.split)
+    answers = {q.id: q.answers for q in questions if q.answers}
+
+    rows, results = [], {}
+    for name, (form, weights, bm25_weights) in FORMS.items():
+        dev = {qid: form(h.candidates) for qid, h in dev_heads.items()}
+        choice = choose_rerank_weight(dev, dev_qrels, weights, bm25_weights, extend=args.extend)
+        test = {q.id: SavedHead(form(heads[q.id].candidates), heads[q.id].tail) for q in questions}
+        rankings = {qid: ranking(h, choice.weight, choice.bm25_weight) for qid, h in test.items()}
+        results[name] = evaluate_rankings(rankings, qrels, ds.corpus, answers or None)
+        m = results[name].metrics
+        rows.append(
+            {
+                "form": name,
+                "w": choice.weight,
+                "v": choice.bm25_weight,
+                "on_grid_edge": choice.on_edge,
+                "dev MRR@10": round(choice.mrr[(choice.weight, choice.bm25_weight)], 2),
+                "test MRR@10": round(m["MRR@10"], 2),
+                "test R@1": round(m["R@1"], 2),
+            }
+        )
+    for row in rows:
+        row["vs raw (paired, test)"] = (
+            paired_mrr10(results["raw"], results[row["form"]]) if row["form"] != "raw" else None
+        )
+    chosen = max(rows, key=lambda r: r["dev MRR@10"])["form"]
+    print(
+        f"features: {', '.join(args.features)}; {len(questions)} {args.split} questions; chosen on {args.dev}: {chosen}"
+    )
+    print("| form | w | v | dev MRR@10 | test MRR@10 | test R@1 | vs raw (paired, test) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        d = r["vs raw (paired, test)"]
+        vs = f"{d['MRR@10']:+.2f} ± {d['ci95']:.2f} ({d['verdict']})" if d else "—"
+        mark = " (dev's choice)" if r["form"] == chosen else ""
+        print(
+            f"| {r['form']}{mark} | {r['w']:g} | {r['v']:g} | {r['dev MRR@10']:.2f} | {r['test MRR@10']:.2f} "
+            f"| {r['test R@1']:.2f} | {vs} |"
+        )
+    if args.output:
+        Path(args.output).write_text(json.dumps({"features": args.features, "chosen": chosen, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
