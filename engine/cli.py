@@ -249,6 +249,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--rerank-grid-extend extends the grid that --rerank-weight-from-dev SPLIT searches: add it")
     if args.rerank_features and (args.rerank_depth < 1 or not args.reranker):
         raise ValueError("--rerank-features saves re-ranked heads: it needs --reranker and --rerank-depth")
+    if args.rerank_features and args.k < args.rerank_depth:
+        raise ValueError(f"--rerank-features saves whole heads: --k {args.k} must be at least --rerank-depth")
     if args.rerank_weight_from_dev and (args.rerank_weight or args.rerank_bm25_weight):
         raise ValueError("--rerank-weight-from-dev chooses the weights: drop --rerank-weight / --rerank-bm25-weight")
     # one load: with a weight to choose on another split, every split of the data comes in

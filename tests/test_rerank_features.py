@@ -144,6 +144,10 @@ def test_a_malformed_features_file_is_one_clear_error(tmp_path, text, message):
 
 
 def test_rerank_mix_bad_input_exits_2_with_one_line(tiny_beir, tmp_path, capsys):
+    evaluate = ["evaluate", "--data", str(tiny_beir), "--retriever", "bm25", "--rerank-features", "f.jsonl"]
+    assert main(evaluate) == 2 and "needs --reranker and --rerank-depth" in capsys.readouterr().err
+    assert main([*evaluate, "--reranker", "ce", "--rerank-depth", "20", "--k", "10"]) == 2
+    assert "--k 10 must be at least --rerank-depth" in capsys.readouterr().err
     argv = ["rerank-mix", "--data", str(tiny_beir), "--features", str(tmp_path / "missing.jsonl")]
     assert main(argv) == 2 and "cannot read it" in capsys.readouterr().err
     write_features(tmp_path / "a.jsonl", "not this corpus", {}, [("test", "q1", _head(["p1"], [1.0]))])
