@@ -208,6 +208,23 @@ def _candidates(head):
     )
 
 
+def score_rankings(rankings: dict, questions, qrels, corpus):
+    """The EvalResult of these rankings: gold metrics, and answer accuracy where questions have answers."""
+    from engine.metrics import evaluate_rankings
+
+    answers = {q.id: q.answers for q in questions if q.answers}
+    return evaluate_rankings(rankings, qrels, corpus, answers or None)
+
+
+def metrics_output(result) -> dict:
+    """The head of an evaluation's JSON output: its metrics (percent, 2 decimals) and counts."""
+    return {
+        **{k: round(v, 2) for k, v in result.metrics.items()},
+        "num_questions": result.num_questions,
+        "num_with_answers": result.num_with_answers,
+    }
+
+
 def choice_config(choice, split: str) -> dict:
     """A WeightChoice as the `rerank_weight_choice` of an output's config: the split, and the MRR@10
     of every (dense, BM25) weight pair tried."""
@@ -233,7 +250,7 @@ def _feature_rows(retriever, split: str, questions, hits) -> list:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.metrics import evaluate_rankings, paired_mrr10
+    from engine.metrics import paired_mrr10
 
     _check_rerank_weights(args)
     if args.rerank_bm25 and not args.rerank_weight_from_dev:
@@ -278,12 +295,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     hits = _search_all(retriever, questions, args.k, args.retriever, args.rerank_depth)
     t_search = time.perf_counter() - t0
     rankings = {q.id: [h.passage.id for h in hs] for q, hs in zip(questions, hits)}
-    answers = {q.id: q.answers for q in questions if q.answers}
-    result = evaluate_rankings(rankings, qrels, ds.corpus, answers or None)
+    result = score_rankings(rankings, questions, qrels, ds.corpus)
     out = {
-        **{k: round(v, 2) for k, v in result.metrics.items()},
-        "num_questions": result.num_questions,
-        "num_with_answers": result.num_with_answers,
+        **metrics_output(result),
         "config": {
             "data": str(args.data),
             "split": args.split,

@@ -49,9 +49,17 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_rerank_mix(args: argparse.Namespace) -> int:
-    from engine.cli import _load, choice_config, read_per_question, write_json, write_per_question
+    from engine.cli import (
+        _load,
+        choice_config,
+        metrics_output,
+        read_per_question,
+        score_rankings,
+        write_json,
+        write_per_question,
+    )
     from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, choose_rerank_weight
-    from engine.metrics import evaluate_rankings, paired_mrr10
+    from engine.metrics import paired_mrr10
     from engine.rerank_features import average_logits, ranking, read_features
 
     if args.rerank_grid_extend < 0:
@@ -85,13 +93,10 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
         extend=args.rerank_grid_extend,
     )
     rankings = {q.id: ranking(heads[q.id], choice.weight, choice.bm25_weight) for q in questions}
-    answers = {q.id: q.answers for q in questions if q.answers}
-    result = evaluate_rankings(rankings, qrels, ds.corpus, answers or None)
+    result = score_rankings(rankings, questions, qrels, ds.corpus)
     first = features[0].config
     out = {
-        **{k: round(v, 2) for k, v in result.metrics.items()},
-        "num_questions": result.num_questions,
-        "num_with_answers": result.num_with_answers,
+        **metrics_output(result),
         "config": {
             "data": str(args.data),
             "split": args.split,
