@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(f.corpus_fingerprint != ds.corpus.fingerprint() for f in features):
         raise SystemExit(f"a features file was made on another corpus than {args.data}")
     dev_heads, heads = average_logits(features, args.dev), average_logits(features, args.split)
-    if any(not h.candidates.bm25 for h in [*dev_heads.values(), *heads.values()]):
-        raise SystemExit("every saved head needs BM25 scores (evaluate with a BM25 index loaded)")
+    if any(not (h.candidates.bm25 and h.candidates.dense) for h in [*dev_heads.values(), *heads.values()]):
+        raise SystemExit("every saved head needs dense and BM25 scores (evaluate --retriever hybrid)")
     dev_qrels = ds.split(args.dev)[1]
     questions, qrels = ds.split(args.split)
     answers = {q.id: q.answers for q in questions if q.answers}

@@ -195,14 +195,15 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
 
 
 def _candidates(head):
-    """A re-ranked head's features, in first-stage order (BM25 scores only when every hit has one)."""
+    """A re-ranked head's features, in first-stage order (dense and BM25 scores only when every hit
+    has one: a retriever without a dual-encoder or a BM25 index has none to give)."""
     from engine.fusion import RerankCandidates
 
     head = sorted(head, key=lambda h: h.first_stage_rank)
-    bm25 = tuple(h.bm25_score for h in head)
+    dense, bm25 = tuple(h.dense_score for h in head), tuple(h.bm25_score for h in head)
     return RerankCandidates(
         tuple(h.passage.id for h in head),
-        tuple(h.dense_score for h in head),
+        dense if None not in dense else (),
         tuple(h.ce_logit for h in head),
         bm25 if None not in bm25 else (),
     )

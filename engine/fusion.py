@@ -76,7 +76,7 @@ class RerankCandidates:
     """One question's re-ranked head, in first-stage order, with the features it is re-ordered by."""
 
     ids: tuple[str, ...]
-    dense: tuple[float, ...]  # dual-encoder inner products
+    dense: tuple[float, ...]  # dual-encoder inner products; empty = no dual-encoder (only a dense weight of 0)
     ce_logits: tuple[float, ...]
     bm25: tuple[float, ...] = ()  # BM25 scores; empty = not computed (only a BM25 weight of 0 is allowed)
 
@@ -110,11 +110,13 @@ def rerank_scores(
     Weight 0 leaves a feature out (its values may then be missing). The weights are only
     meaningful for the models they were chosen with: logits, inner products and BM25 scores
     each have their own scale."""
-    if len(ce_logits) != len(dense):
+    if weight and len(ce_logits) != len(dense):
         raise ValueError(f"{len(ce_logits)} cross-encoder logits for {len(dense)} dense scores")
     if bm25_weight and len(bm25) != len(ce_logits):
         raise ValueError(f"a BM25 weight of {bm25_weight:g} needs a BM25 score per candidate ({len(bm25)} given)")
-    out = [c + weight * d if weight else float(c) for c, d in zip(ce_logits, dense)]
+    out = [float(c) for c in ce_logits]
+    if weight:
+        out = [o + weight * d for o, d in zip(out, dense)]
     if bm25_weight:
         out = [o + bm25_weight * b for o, b in zip(out, bm25)]
     return out

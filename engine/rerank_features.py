@@ -9,7 +9,7 @@ averages several cross-encoders' logits, in seconds.
 File format (JSON Lines, `FORMAT`): a first line `{"format", "corpus_fingerprint", "config"}`,
 then one line per question: `{"split", "id", "ids", "dense", "bm25", "ce_logits", "tail"}` where
 `ids`, `dense`, `bm25` and `ce_logits` are parallel lists over the head in first-stage order
-(`bm25` is empty when no BM25 score was computed) and `tail` the ids ranked below the head.
+(`dense` or `bm25` is empty when that model was not loaded) and `tail` the ids ranked below the head.
 
 Not here: the first stage itself. Every file mixed together must come from the same first stage
 (the same head ids per question); a mismatch is an error, never a silent merge.
@@ -121,7 +121,7 @@ def read_features(path: str | os.PathLike) -> RerankFeatures:
                 n = len(ids)
                 candidates = RerankCandidates(
                     tuple(ids),
-                    _floats(row, "dense", n),
+                    _floats(row, "dense", n, allow_empty=True),
                     _floats(row, "ce_logits", n),
                     _floats(row, "bm25", n, allow_empty=True),
                 )

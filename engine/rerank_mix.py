@@ -83,12 +83,13 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
     shared = set(dev_heads) & set(heads)
     if shared:
         raise ValueError(f"--dev {args.dev}: {len(shared)} of its questions are in split {args.split!r}")
-    if args.rerank_bm25 and any(not h.candidates.bm25 for h in [*dev_heads.values(), *heads.values()]):
+    every = [*dev_heads.values(), *heads.values()]
+    if args.rerank_bm25 and any(not h.candidates.bm25 for h in every):
         raise ValueError("--rerank-bm25: a saved head has no BM25 scores (evaluate had no BM25 index loaded)")
     choice = choose_rerank_weight(
         {qid: h.candidates for qid, h in dev_heads.items()},
         dev_qrels,
-        RERANK_WEIGHTS,
+        RERANK_WEIGHTS if all(h.candidates.dense for h in every) else (0.0,),  # no dual-encoder: no dense share
         RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
         extend=args.rerank_grid_extend,
     )

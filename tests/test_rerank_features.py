@@ -168,3 +168,21 @@ def test_fusion_forms_benchmark_scores_every_form_and_raw_as_evaluate(saved, tin
     assert set(rows) == {"raw", "bm25/max", "min-max"}
     assert rows["raw"]["test MRR@10"] == metrics["MRR@10"]  # the engine's form, as evaluate chose it
     assert "dev's choice" in capsys.readouterr().out
+
+
+def test_a_bm25_first_stage_saves_heads_without_dense_scores(tiny_beir, tmp_path, tiny_model_dir):
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+
+    CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir)).save(tmp_path / "ce")
+    argv = ["evaluate", "--data", str(tiny_beir), "--retriever", "bm25", "--reranker", str(tmp_path / "ce")]
+    argv += ["--rerank-depth", "3", "--rerank-weight-from-dev", "train", "--rerank-bm25"]
+    argv += ["--output", str(tmp_path / "e.json"), "--rerank-features", str(tmp_path / "f.jsonl")]
+    assert main(argv) == 0
+    features = read_features(tmp_path / "f.jsonl")
+    heads = [h for split in features.heads.values() for h in split.values()]
+    # BM25 returns only passages sharing a word with the question: some heads are shorter than 3
+    assert heads and all(not h.candidates.dense and len(h.candidates.bm25) == len(h.candidates.ids) for h in heads)
+    mix = ["rerank-mix", "--data", str(tiny_beir), "--features", str(tmp_path / "f.jsonl"), "--dev", "train"]
+    assert main([*mix, "--rerank-bm25", "--output", str(tmp_path / "m.json")]) == 0
+    evaluated, mixed = (json.loads((tmp_path / f).read_text()) for f in ("e.json", "m.json"))
+    assert mixed["MRR@10"] == evaluated["MRR@10"] and mixed["config"]["rerank_weight"] == 0.0
