@@ -5,7 +5,8 @@ same first stage. With several files the cross-encoders' logits are averaged per
 ensemble of cross-encoders). The dense and BM25 shares are chosen on the dev split's saved heads
 as `evaluate --rerank-weight-from-dev` chooses them, then the evaluated split is ranked and scored
 with the same metrics, per-question file and paired comparison as `evaluate`. One file and the
-same options give back that evaluation's numbers (a test checks it).
+same options give back that evaluation's numbers (a test checks it). `--weights W V` fixes the
+shares instead (`0 0`: the cross-encoder's order alone).
 
 Not here: anything that needs the models. A head that was not saved cannot be re-ranked.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,14 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="double a share's largest weight while the dev choice is on it, at most N times (as evaluate's)",
     )
+    p.add_argument(
+        "--weights",
+        nargs=2,
+        type=float,
+        metavar=("W", "V"),
+        default=None,
+        help="fixed dense and BM25 shares instead of a dev choice (0 0 = the cross-encoder alone)",
+    )
     p.add_argument("--output", default=None, help="write the metrics JSON here")
     p.add_argument("--per-question", metavar="FILE", default=None, help="also write each question's ranks here")
     p.add_argument(
@@ -64,7 +74,12 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
 
     if args.rerank_grid_extend < 0:
         raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
-    if args.dev == args.split:
+    if args.weights is not None:
+        if not all(math.isfinite(w) and w >= 0 for w in args.weights):
+            raise ValueError(f"--weights must be two numbers >= 0, got {args.weights}")
+        if args.rerank_bm25 or args.rerank_grid_extend:
+            raise ValueError("--weights fixes the shares: drop --rerank-bm25 / --rerank-grid-extend, which choose them")
+    elif args.dev == args.split:
         raise ValueError(f"--dev {args.dev}: choose the weights on another split than the one evaluated")
     features = [read_features(f) for f in args.features]  # a bad file fails before the data loads
     ds = _load(args.data)
@@ -73,10 +88,9 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
         if f.corpus_fingerprint != fingerprint:
             raise ValueError(f"{f.path} was made on another corpus than {args.data} (its fingerprint differs)")
     questions, qrels = ds.split(args.split)
-    dev_qrels = ds.split(args.dev)[1]
     baseline = read_per_question(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
     heads = average_logits(features, args.split)
-    dev_heads = average_logits(features, args.dev)
+    dev_heads = average_logits(features, args.dev) if args.weights is None else {}
     missing = [q.id for q in questions if q.id not in heads]
     if missing:
         raise ValueError(f"{len(missing)} questions of split {args.split!r} have no saved head (e.g. {missing[0]!r})")
@@ -86,14 +100,23 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
     every = [*dev_heads.values(), *heads.values()]
     if args.rerank_bm25 and any(not h.candidates.bm25 for h in every):
         raise ValueError("--rerank-bm25: a saved head has no BM25 scores (evaluate had no BM25 index loaded)")
-    choice = choose_rerank_weight(
-        {qid: h.candidates for qid, h in dev_heads.items()},
-        dev_qrels,
-        RERANK_WEIGHTS if all(h.candidates.dense for h in every) else (0.0,),  # no dual-encoder: no dense share
-        RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
-        extend=args.rerank_grid_extend,
-    )
-    rankings = {q.id: ranking(heads[q.id], choice.weight, choice.bm25_weight) for q in questions}
+    if args.weights is not None:
+        choice = None
+        weight, bm25_weight = args.weights
+        if weight and any(not h.candidates.dense for h in every):
+            raise ValueError("--weights: a dense share needs dense scores, and a saved head has none")
+        if bm25_weight and any(not h.candidates.bm25 for h in every):
+            raise ValueError("--weights: a BM25 share needs BM25 scores, and a saved head has none")
+    else:
+        choice = choose_rerank_weight(
+            {qid: h.candidates for qid, h in dev_heads.items()},
+            ds.split(args.dev)[1],
+            RERANK_WEIGHTS if all(h.candidates.dense for h in every) else (0.0,),  # no dual-encoder: no dense share
+            RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
+            extend=args.rerank_grid_extend,
+        )
+        weight, bm25_weight = choice.weight, choice.bm25_weight
+    rankings = {q.id: ranking(heads[q.id], weight, bm25_weight) for q in questions}
     result = score_rankings(rankings, questions, qrels, ds.corpus)
     first = features[0].config
     out = {
@@ -107,9 +130,9 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
             # several cross-encoders: their mean logit re-ranks
             "reranker": " + ".join(str(f.config.get("reranker")) for f in features),
             "rerank_depth": first.get("rerank_depth"),
-            "rerank_weight": choice.weight,
-            "rerank_bm25_weight": choice.bm25_weight,
-            "rerank_weight_choice": choice_config(choice, args.dev),
+            "rerank_weight": weight,
+            "rerank_bm25_weight": bm25_weight,
+            "rerank_weight_choice": choice_config(choice, args.dev) if choice else None,
         },
     }
     if baseline is not None:

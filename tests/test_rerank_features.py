@@ -165,8 +165,10 @@ def test_fusion_forms_benchmark_scores_every_form_and_raw_as_evaluate(saved, tin
     argv = ["--data", str(tiny_beir), "--features", str(path), "--dev", "train", "--output", str(out)]
     assert forms.main(argv) == 0
     rows = {r["form"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"raw", "bm25/max", "min-max"}
+    oracle = "raw, shares chosen on the evaluated split (oracle, not a result)"
+    assert set(rows) == {"raw", "bm25/max", "min-max", oracle}
     assert rows["raw"]["test MRR@10"] == metrics["MRR@10"]  # the engine's form, as evaluate chose it
+    assert rows[oracle]["test MRR@10"] >= rows["raw"]["test MRR@10"]  # chosen on test: never below
     assert "dev's choice" in capsys.readouterr().out
 
 
@@ -186,3 +188,24 @@ def test_a_bm25_first_stage_saves_heads_without_dense_scores(tiny_beir, tmp_path
     assert main([*mix, "--rerank-bm25", "--output", str(tmp_path / "m.json")]) == 0
     evaluated, mixed = (json.loads((tmp_path / f).read_text()) for f in ("e.json", "m.json"))
     assert mixed["MRR@10"] == evaluated["MRR@10"] and mixed["config"]["rerank_weight"] == 0.0
+
+
+def test_rerank_mix_with_fixed_weights_skips_the_dev_choice(saved, tiny_beir, tmp_path, capsys):
+    from engine.metrics import evaluate_rankings
+    from engine.readers import load_any
+
+    path = saved["a"][0]
+    out = tmp_path / "alone.json"
+    argv = ["rerank-mix", "--data", str(tiny_beir), "--features", str(path), "--dev", "nope"]  # no dev needed
+    assert main([*argv, "--weights", "0", "0", "--output", str(out)]) == 0
+    alone = json.loads(out.read_text())
+    assert alone["config"]["rerank_weight_choice"] is None and alone["config"]["rerank_weight"] == 0.0
+    ds = load_any(str(tiny_beir))
+    heads = read_features(path).heads["test"]
+    expected = evaluate_rankings({qid: ranking(h, 0.0, 0.0) for qid, h in heads.items()}, ds.split("test")[1])
+    assert alone["MRR@10"] == round(expected.metrics["MRR@10"], 2)
+    capsys.readouterr()
+    assert (
+        main([*argv, "--weights", "0", "0", "--rerank-bm25"]) == 2 and "drop --rerank-bm25" in capsys.readouterr().err
+    )
+    assert main([*argv, "--weights", "-1", "0"]) == 2 and "two numbers >= 0" in capsys.readouterr().err
