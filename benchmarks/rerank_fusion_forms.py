@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, RerankCandidates, choose_rerank_weight  # noqa: E402
 from engine.metrics import evaluate_rankings, paired_mrr10  # noqa: E402
 from engine.readers import load_any  # noqa: E402
-from engine.rerank_features import SavedHead, average_logits, ranking, read_features  # noqa: E402
+from engine.rerank_features import SavedHead, heads_for, ranking, read_features  # noqa: E402
 
 SCALED_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # x a score scaled to [0, 1] within the head
 
@@ -69,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     features = [read_features(f) for f in args.features]
     ds = load_any(args.data)
-    if any(f.corpus_fingerprint != ds.corpus.fingerprint() for f in features):
-        raise SystemExit(f"a features file was made on another corpus than {args.data}")
-    dev_heads, heads = average_logits(features, args.dev), average_logits(features, args.split)
+    by_split = heads_for(features, ds.corpus.fingerprint(), [args.dev, args.split])
+    dev_heads, heads = by_split[args.dev], by_split[args.split]
     if any(not (h.candidates.bm25 and h.candidates.dense) for h in [*dev_heads.values(), *heads.values()]):
         raise SystemExit("every saved head needs dense and BM25 scores (evaluate --retriever hybrid)")
     dev_qrels = ds.split(args.dev)[1]

@@ -169,6 +169,17 @@ def average_logits(sets: Sequence[RerankFeatures], split: str) -> dict[str, Save
     return out
 
 
+def heads_for(
+    features: Sequence[RerankFeatures], corpus_fingerprint: str, splits: Sequence[str]
+) -> dict[str, dict[str, SavedHead]]:
+    """Per split, the heads with their logits averaged over the files (`average_logits`), once
+    every file is checked against the corpus it is used with (`Corpus.fingerprint()`)."""
+    for f in features:
+        if f.corpus_fingerprint != corpus_fingerprint:
+            raise ValueError(f"{f.path} was made on another corpus than the data given (its fingerprint differs)")
+    return {split: average_logits(features, split) for split in splits}
+
+
 def _close(a: Sequence[float], b: Sequence[float], tol: float = 1e-4) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tol * max(1.0, abs(x)) for x, y in zip(a, b))
 

@@ -70,7 +70,7 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
     )
     from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, choose_rerank_weight
     from engine.metrics import paired_mrr10
-    from engine.rerank_features import average_logits, ranking, read_features
+    from engine.rerank_features import heads_for, ranking, read_features
 
     if args.rerank_grid_extend < 0:
         raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
@@ -84,13 +84,12 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
     features = [read_features(f) for f in args.features]  # a bad file fails before the data loads
     ds = _load(args.data)
     fingerprint = ds.corpus.fingerprint()
-    for f in features:
-        if f.corpus_fingerprint != fingerprint:
-            raise ValueError(f"{f.path} was made on another corpus than {args.data} (its fingerprint differs)")
     questions, qrels = ds.split(args.split)
     baseline = read_per_question(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
-    heads = average_logits(features, args.split)
-    dev_heads = average_logits(features, args.dev) if args.weights is None else {}
+    splits = [args.split] if args.weights is not None else [args.split, args.dev]
+    by_split = heads_for(features, fingerprint, splits)
+    heads = by_split[args.split]
+    dev_heads = by_split[args.dev] if args.weights is None else {}
     missing = [q.id for q in questions if q.id not in heads]
     if missing:
         raise ValueError(f"{len(missing)} questions of split {args.split!r} have no saved head (e.g. {missing[0]!r})")
