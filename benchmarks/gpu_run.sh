@@ -16,6 +16,12 @@
 # the denoised pipeline alone (on the H200, two pipelines side by side did not reach step 4 in 400 s).
 # First, alone on the device, benchmarks/scoring_profile.py times cross-encoder scoring's parts
 # (PROFILE=0 skips it; PROFILE_PAIRS sets its pairs, default 8192).
+# As soon as the first pipeline's step 2 is done, M_D0's hybrid top-20 is re-ranked by its cross-encoder
+# while step 3 runs (EARLY_RERANK=0 skips it), so a re-ranking number comes back even when step 4 does not
+# finish. Every re-ranking chooses its shares on dev (grid extended 3 times), saves its heads for
+# `python -m engine rerank-mix` (OUT/features-*.jsonl.gz) and, with PAIR_WITH=FILE (a `--per-question`
+# file of the test split, e.g. from a CPU run), is paired with it. DEADLINE=S ends the final
+# evaluations S seconds after the start, leaving time to collect (default: their own limits).
 set -u
 DATA=${1:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
 OUT=${2:?usage: gpu_run.sh DATA OUT [PIPELINE_SECONDS]}
@@ -45,13 +51,36 @@ if [ "${PROFILE:-1}" = 1 ]; then
     tail -n 25 "$LOGS/scoring-profile.json" 2>/dev/null || tail -n 5 "$LOGS/scoring-profile.log"
 fi
 
+# re-rank: NAME FIRST_STAGE_MODEL RETRIEVER SECONDS -> eval-rerank-NAME.json, features-NAME.jsonl, pq-NAME.json
+rerank() {
+    local bm25="" paired=""
+    [ "$3" = hybrid ] && bm25="--rerank-bm25"
+    [ -n "${PAIR_WITH:-}" ] && paired="--paired-with $PAIR_WITH"
+    timeout "$4" $PY -m engine evaluate --data "$DATA" --split test --retriever "$3" --model "$2" \
+        --reranker "$RUNS/$FIRST/step2_cross_encoder/model" --rerank-depth 20 --rerank-weight-from-dev dev $bm25 \
+        --rerank-grid-extend 3 --rerank-features "$LOGS/features-$1.jsonl" --per-question "$LOGS/pq-$1.json" \
+        $paired >"$LOGS/eval-rerank-$1.json" 2>"$LOGS/eval-rerank-$1.log"
+}
+FIRST=${MODES%% *}
+
 stamp "pipelines start (limit ${BUDGET} s each)"
 for mode in $MODES; do
     flag=""
     [ "$mode" = undenoised ] && flag="--undenoised"
     timeout "$BUDGET" $PY -m engine pipeline run --data "$DATA" --output "$RUNS/$mode" \
         --preset "$PRESET" --eval-test --steps "$STEPS" $flag >"$LOGS/pipeline-$mode.log" 2>&1 &
+    [ "$mode" = "$FIRST" ] && first_pid=$!
 done
+if [ "${EARLY_RERANK:-1}" = 1 ]; then
+    (
+        while [ ! -f "$RUNS/$FIRST/step2_cross_encoder/DONE" ] && kill -0 "$first_pid" 2>/dev/null; do sleep 3; done
+        if [ -f "$RUNS/$FIRST/step2_cross_encoder/DONE" ]; then
+            stamp "M_D0 hybrid top-20 re-ranked (beside step 3)"
+            rerank md0-hybrid "$RUNS/$FIRST/step1_dual_encoder/model" hybrid "${EARLY_SECONDS:-240}"
+            stamp "M_D0 re-ranking done"
+        fi
+    ) &
+fi
 
 stamp "CUDA tests"
 timeout 150 $PY -m pytest -p no:cacheprovider -m gpu tests/test_device.py -q -rs >"$LOGS/pytest-gpu.log" 2>&1
@@ -65,26 +94,24 @@ U=$RUNS/undenoised
 last() { for s in step4_augment step3_denoise; do [ -f "$1/$s/DONE" ] && { echo "$s"; return; }; done; }
 LD=$(last "$D")
 LU=$(last "$U")
-if [ -n "$LD" ]; then
+if [ -n "$LD" ] && [ "$LU" = "$LD" ]; then
     stamp "$LD on test, paired"
     timeout 60 $PY -m engine evaluate --data "$DATA" --split test --model "$D/$LD/model" \
         --per-question "$LOGS/denoised.json" >"$LOGS/eval-denoised-$LD.json" 2>"$LOGS/eval-denoised-$LD.log"
-    if [ "$LU" = "$LD" ]; then
-        timeout 60 $PY -m engine evaluate --data "$DATA" --split test --model "$U/$LU/model" \
-            --paired-with "$LOGS/denoised.json" >"$LOGS/eval-undenoised-$LU.json" 2>"$LOGS/eval-undenoised-$LU.log"
-    fi
+    timeout 60 $PY -m engine evaluate --data "$DATA" --split test --model "$U/$LU/model" \
+        --paired-with "$LOGS/denoised.json" >"$LOGS/eval-undenoised-$LU.json" 2>"$LOGS/eval-undenoised-$LU.log"
 fi
 if [ "$LD" = step4_augment ]; then
-    for head in dense hybrid; do
-        stamp "M_D2 $head top-20 re-ranked"
-        bm25=""
-        [ "$head" = hybrid ] && bm25="--rerank-bm25"
-        timeout 120 $PY -m engine evaluate --data "$DATA" --split test --retriever "$head" \
-            --model "$D/step4_augment/model" --reranker "$D/step2_cross_encoder/model" --rerank-depth 20 \
-            --rerank-weight-from-dev dev $bm25 --paired-with "$LOGS/denoised.json" \
-            >"$LOGS/eval-rerank-$head.json" 2>"$LOGS/eval-rerank-$head.log"
-    done
+    limit=120
+    [ -n "${DEADLINE:-}" ] && limit=$((DEADLINE - ($(date +%s) - t0)))
+    if [ "$limit" -gt 10 ]; then
+        stamp "M_D2 dense and hybrid top-20 re-ranked, side by side (limit $limit s)"
+        for head in dense hybrid; do
+            rerank "md2-$head" "$D/step4_augment/model" "$head" "$limit" &
+        done
+    fi
 fi
+wait
 stamp "collecting"
 
 $PY - "$RUNS" "$LOGS" "$OUT" <<'EOF'
@@ -127,5 +154,6 @@ for name, e in summary["evaluate"].items():
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
-tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs $(cd "$WORK" && ls -d runs/*/step*/metrics.json runs/*/timings.json runs/*/step*/config.json 2>/dev/null)
+for f in "$LOGS"/features-*.jsonl; do [ -s "$f" ] && gzip -c "$f" >"$OUT/$(basename "$f").gz"; done
+tar -C "$WORK" -czf "$OUT/logs.tar.gz" --exclude 'features-*' logs $(cd "$WORK" && ls -d runs/*/step*/metrics.json runs/*/timings.json runs/*/step*/config.json 2>/dev/null)
 stamp "done"
