@@ -146,7 +146,7 @@ def _search_all(retriever, questions, k: int, mode: str, rerank_depth: int, vect
 def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
     """Choose the re-ranking weights (cross-encoder logit + w * dense score [+ v * BM25 score]) on
     another split."""
-    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, choose_rerank_weight
+    from engine.fusion import choose_or_fit
     from engine.retriever import clean_question
 
     if args.rerank_depth < 1 or not args.reranker:
@@ -177,19 +177,21 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
             query_vector=None if vectors is None else vectors[i],
         )
         candidates[q.id] = _candidates(head)
-    choice = choose_rerank_weight(
+    choice = choose_or_fit(
         candidates,
         qrels,
-        RERANK_WEIGHTS if retriever.dense is not None else (0.0,),
-        RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
+        args.rerank_fit,
+        dense=retriever.dense is not None,
+        bm25=args.rerank_bm25,
         extend=args.rerank_grid_extend,
     )
     log.info(
-        "re-ranking weights %g (dense), %g (BM25) chosen on %s (%d questions)",
+        "re-ranking weights %g (dense), %g (BM25) chosen on %s (%d questions, %s)",
         choice.weight,
         choice.bm25_weight,
         split,
         choice.questions,
+        choice.method,
     )
     return choice, candidates
 
@@ -231,6 +233,7 @@ def choice_config(choice, split: str) -> dict:
     of every (dense, BM25) weight pair tried."""
     return {
         "split": split,
+        "method": choice.method,
         "questions": choice.questions,
         "on_grid_edge": choice.on_edge,
         "grid_extensions": choice.extensions,
@@ -265,6 +268,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
     if args.rerank_grid_extend and not args.rerank_weight_from_dev:
         raise ValueError("--rerank-grid-extend extends the grid that --rerank-weight-from-dev SPLIT searches: add it")
+    if args.rerank_fit != "grid" and not args.rerank_weight_from_dev:
+        raise ValueError(
+            f"--rerank-fit {args.rerank_fit} fits the shares on a dev split: add --rerank-weight-from-dev SPLIT"
+        )
+    if args.rerank_fit != "grid" and args.rerank_grid_extend:
+        raise ValueError("--rerank-grid-extend extends the grid: it does not apply to --rerank-fit listwise")
     if args.rerank_features and (args.rerank_depth < 1 or not args.reranker):
         raise ValueError("--rerank-features saves re-ranked heads: it needs --reranker and --rerank-depth")
     if args.rerank_features and args.k < args.rerank_depth:
@@ -514,6 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --rerank-weight-from-dev: while the dev choice is a share's largest weight, double that "
         "share's largest weight, at most N times (no extra scoring; default 0 = the fixed grid)",
+    )
+    p.add_argument(
+        "--rerank-fit",
+        choices=("grid", "listwise"),
+        default="grid",
+        help="with --rerank-weight-from-dev: how the shares are chosen: `grid` (best MRR@10 of the grid) or "
+        "`listwise` (fitted by maximum likelihood of the relevant passages under a softmax over each head; "
+        "engine.fusion.fit_rerank_weights)",
     )
     p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")

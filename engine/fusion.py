@@ -89,11 +89,14 @@ class WeightChoice:
     questions: int
     cutoff: int
     extensions: int = 0  # times the grid's largest weight of a share was doubled (`choose_rerank_weight(extend=)`)
+    method: str = "grid"  # "grid" (`choose_rerank_weight`) or "listwise" (`fit_rerank_weights`)
 
     @property
     def on_edge(self) -> bool:
         """The choice is the grid's largest non-zero weight of a share: a larger one might do better
-        (a cross-encoder trained longer has larger logits, which need larger shares)."""
+        (a cross-encoder trained longer has larger logits, which need larger shares). A fit has no grid."""
+        if self.method != "grid":
+            return False
         ws, vs = {w for w, _ in self.mrr}, {v for _, v in self.mrr}
         return (self.weight > 0 and self.weight == max(ws)) or (self.bm25_weight > 0 and self.bm25_weight == max(vs))
 
@@ -195,6 +198,120 @@ def choose_rerank_weight(
             f", doubled {extend} time(s)" if extend else " (evaluate --rerank-grid-extend N doubles it)",
         )
     return choice
+
+
+RERANK_FIT_METHODS = ("grid", "listwise")
+
+
+def fit_rerank_weights(
+    candidates: dict[str, RerankCandidates],
+    qrels: Qrels,
+    dense: bool = True,
+    bm25: bool = False,
+    max_iter: int = 500,
+) -> WeightChoice:
+    """The (dense, BM25) shares fitted by maximum likelihood: the score `a * logit + b * dense + c *
+    BM25` through a softmax over each head should give its relevant passages the most probability
+    (a listwise loss, as in learning to rank), over the questions whose head holds a relevant
+    passage; the shares are b / a and c / a. Fit them on dev, never on the split you report.
+
+    Unlike the grid's MRR@10, the likelihood is smooth in the shares and weighs every relevant
+    passage's score, not only the rank of the first, so on a few hundred dev questions it follows
+    noise less. A share that comes out negative is dropped (weight 0) and the rest refitted. A
+    non-positive logit weight (the cross-encoder hurts on this split) is refused: use the grid.
+    """
+    import torch
+
+    judged = {q: qrels[q] for q in candidates if any(g > 0 for g in qrels.get(q, {}).values())}
+    heads = [(candidates[q], qrels[q]) for q in judged]
+    heads = [(c, [qr.get(i, 0) > 0 for i in c.ids]) for c, qr in heads]
+    heads = [(c, pos) for c, pos in heads if any(pos)]
+    if not heads:
+        raise ValueError("no head holds a relevant passage to fit the re-ranking weights on")
+    names = ["dense"] * dense + ["bm25"] * bm25
+    for c, _ in heads:
+        for name in names:
+            if len(getattr(c, name)) != len(c.ids):
+                raise ValueError(f"fitting a {name} share needs a {name} score for every candidate")
+    width = max(len(c.ids) for c, _ in heads)
+    x = torch.zeros(len(heads), width, 3, dtype=torch.float64)
+    valid = torch.zeros(len(heads), width, dtype=torch.bool)
+    relevant = torch.zeros(len(heads), width, dtype=torch.bool)
+    for row, (c, pos) in enumerate(heads):
+        n = len(c.ids)
+        x[row, :n, 0] = torch.tensor(c.ce_logits, dtype=torch.float64)
+        for col, name in ((1, "dense"), (2, "bm25")):
+            if name in names:
+                x[row, :n, col] = torch.tensor(getattr(c, name), dtype=torch.float64)
+        valid[row, :n] = True
+        relevant[row, :n] = torch.tensor(pos)
+    cols = [0] + [{"dense": 1, "bm25": 2}[name] for name in names]
+    while True:
+        t = _listwise_fit(x[:, :, cols], valid, relevant, max_iter)
+        if not bool(torch.isfinite(t).all()) or float(t[0]) <= 0:
+            raise ValueError(
+                "the listwise fit gives the cross-encoder's logit no positive weight on this split "
+                "(it does not help there): choose the shares on the grid instead"
+            )
+        shares = {c: float(t[i]) / float(t[0]) for i, c in enumerate(cols) if i}
+        negative = [c for c, v in shares.items() if v < 0]
+        if not negative:
+            break
+        cols.remove(min(negative, key=lambda c: shares[c]))
+    weight, bm25_weight = round(shares.get(1, 0.0), 4), round(shares.get(2, 0.0), 4)
+    rankings = {}
+    for q in judged:
+        c = candidates[q]
+        rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, weight, c.bm25, bm25_weight)]
+    mrr = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
+    return WeightChoice(weight, bm25_weight, {(weight, bm25_weight): mrr}, len(judged), CUTOFF, method="listwise")
+
+
+def _listwise_fit(feats, valid, relevant, max_iter: int):
+    """The weights (first: the logit's, starting at 1; the others at 0) minimising the mean negative log
+    of the softmax probability of each head's relevant passages; feats is (heads, width, features)."""
+    import torch
+
+    theta = torch.zeros(feats.shape[-1], dtype=torch.float64)
+    theta[0] = 1.0
+    theta.requires_grad_(True)
+    opt = torch.optim.LBFGS([theta], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        s = (feats * theta).sum(-1).masked_fill(~valid, float("-inf"))
+        loss = (torch.logsumexp(s, 1) - torch.logsumexp(s.masked_fill(~relevant, float("-inf")), 1)).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return theta.detach()
+
+
+def choose_or_fit(
+    candidates: dict[str, RerankCandidates],
+    qrels: Qrels,
+    method: str,
+    dense: bool,
+    bm25: bool,
+    extend: int = 0,
+) -> WeightChoice:
+    """The re-ranking shares on a dev split by `method`: "grid" (`choose_rerank_weight` over
+    RERANK_WEIGHTS / RERANK_BM25_WEIGHTS, extended `extend` times) or "listwise"
+    (`fit_rerank_weights`). `dense` / `bm25`: whether that share may be non-zero."""
+    if method == "grid":
+        return choose_rerank_weight(
+            candidates,
+            qrels,
+            RERANK_WEIGHTS if dense else (0.0,),
+            RERANK_BM25_WEIGHTS if bm25 else (0.0,),
+            extend=extend,
+        )
+    if method == "listwise":
+        if extend:
+            raise ValueError("a grid extension only applies to the grid, not to the listwise fit")
+        return fit_rerank_weights(candidates, qrels, dense=dense, bm25=bm25)
+    raise ValueError(f"unknown way to choose the re-ranking shares {method!r} (one of {', '.join(RERANK_FIT_METHODS)})")
 
 
 def weight_table(choice: WeightChoice) -> str:

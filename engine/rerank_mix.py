@@ -43,6 +43,13 @@ def add_parser(subparsers) -> None:
         help="double a share's largest weight while the dev choice is on it, at most N times (as evaluate's)",
     )
     p.add_argument(
+        "--rerank-fit",
+        choices=("grid", "listwise"),
+        default="grid",
+        help="how the dev heads choose the shares: the grid's best MRR@10, or a listwise maximum-likelihood fit "
+        "(as evaluate's)",
+    )
+    p.add_argument(
         "--weights",
         nargs=2,
         type=float,
@@ -68,7 +75,7 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
         write_json,
         write_per_question,
     )
-    from engine.fusion import RERANK_BM25_WEIGHTS, RERANK_WEIGHTS, choose_rerank_weight
+    from engine.fusion import choose_or_fit
     from engine.metrics import paired_mrr10
     from engine.rerank_features import heads_for, ranking, read_features
 
@@ -77,8 +84,12 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
     if args.weights is not None:
         if not all(math.isfinite(w) and w >= 0 for w in args.weights):
             raise ValueError(f"--weights must be two numbers >= 0, got {args.weights}")
-        if args.rerank_bm25 or args.rerank_grid_extend:
-            raise ValueError("--weights fixes the shares: drop --rerank-bm25 / --rerank-grid-extend, which choose them")
+        if args.rerank_bm25 or args.rerank_grid_extend or args.rerank_fit != "grid":
+            raise ValueError(
+                "--weights fixes the shares: drop --rerank-bm25 / --rerank-grid-extend / --rerank-fit, which choose them"
+            )
+    elif args.rerank_fit != "grid" and args.rerank_grid_extend:
+        raise ValueError("--rerank-grid-extend extends the grid: it does not apply to --rerank-fit listwise")
     elif args.dev == args.split:
         raise ValueError(f"--dev {args.dev}: choose the weights on another split than the one evaluated")
     features = [read_features(f) for f in args.features]  # a bad file fails before the data loads
@@ -107,11 +118,12 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
         if bm25_weight and any(not h.candidates.bm25 for h in every):
             raise ValueError("--weights: a BM25 share needs BM25 scores, and a saved head has none")
     else:
-        choice = choose_rerank_weight(
+        choice = choose_or_fit(
             {qid: h.candidates for qid, h in dev_heads.items()},
             ds.split(args.dev)[1],
-            RERANK_WEIGHTS if all(h.candidates.dense for h in every) else (0.0,),  # no dual-encoder: no dense share
-            RERANK_BM25_WEIGHTS if args.rerank_bm25 else (0.0,),
+            args.rerank_fit,
+            dense=all(h.candidates.dense for h in every),  # no dual-encoder: no dense share
+            bm25=args.rerank_bm25,
             extend=args.rerank_grid_extend,
         )
         weight, bm25_weight = choice.weight, choice.bm25_weight

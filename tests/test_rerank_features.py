@@ -166,7 +166,9 @@ def test_fusion_forms_benchmark_scores_every_form_and_raw_as_evaluate(saved, tin
     assert forms.main(argv) == 0
     rows = {r["form"]: r for r in json.loads(out.read_text())["rows"]}
     oracle = "raw, shares chosen on the evaluated split (oracle, not a result)"
-    assert set(rows) == {"raw", "bm25/max", "min-max", oracle}
+    fitted = "raw, shares fitted on dev (listwise likelihood, not by MRR@10)"
+    assert set(rows) == {"raw", "bm25/max", "min-max", fitted, oracle}
+    assert rows[fitted]["dev MRR@10"] <= max(rows[f]["dev MRR@10"] for f in ("raw", "bm25/max", "min-max"))
     assert rows["raw"]["test MRR@10"] == metrics["MRR@10"]  # the engine's form, as evaluate chose it
     assert rows[oracle]["test MRR@10"] >= rows["raw"]["test MRR@10"]  # chosen on test: never below
     assert "dev's choice" in capsys.readouterr().out
