@@ -73,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dev", default="dev")
     p.add_argument("--split", default="test")
     p.add_argument("--extend", type=int, default=3, help="grid extensions, as evaluate --rerank-grid-extend")
+    p.add_argument(
+        "--resample",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also choose the raw form's shares on N random halves of dev, by the grid and by the listwise fit, "
+        "and score each choice on the evaluated split (how much each way depends on the dev sample)",
+    )
     p.add_argument("--output", default=None, help="write the table as JSON here")
     args = p.parse_args(argv)
 
@@ -161,9 +169,55 @@ def main(argv: list[str] | None = None) -> int:
         dev = "—" if r["dev MRR@10"] is None else f"{r['dev MRR@10']:.2f}"
         r1 = "—" if r["test R@1"] is None else f"{r['test R@1']:.2f}"
         print(f"| {r['form']}{mark} | {r['w']:g} | {r['v']:g} | {dev} | {r['test MRR@10']:.2f} | {r1} | {vs} |")
+    resampled = resample(args, dev_heads, dev_qrels, heads, questions, qrels) if args.resample else None
     if args.output:
-        Path(args.output).write_text(json.dumps({"features": args.features, "chosen": chosen, "rows": rows}, indent=2))
+        out = {"features": args.features, "chosen": chosen, "rows": rows, "resampled": resampled}
+        Path(args.output).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def resample(args, dev_heads, dev_qrels, heads, questions, qrels, seed: int = 0) -> dict:
+    """The raw form's shares chosen on `args.resample` random halves of dev by the grid and by the
+    listwise fit; each choice's MRR@10 on the evaluated split. Printed as a table; returned."""
+    import random
+    import statistics
+
+    rng = random.Random(seed)
+    ids = sorted(dev_heads)
+    test_heads = {q.id: heads[q.id] for q in questions}
+
+    def test_mrr(w: float, v: float) -> float:
+        rankings = {qid: ranking(h, w, v) for qid, h in test_heads.items()}
+        return evaluate_rankings(rankings, qrels).metrics["MRR@10"]
+
+    runs = []
+    for _ in range(args.resample):
+        half = rng.sample(ids, len(ids) // 2)
+        cand = {qid: dev_heads[qid].candidates for qid in half}
+        sub_qrels = {qid: dev_qrels[qid] for qid in half if qid in dev_qrels}
+        grid = choose_rerank_weight(cand, sub_qrels, RERANK_WEIGHTS, RERANK_BM25_WEIGHTS, extend=args.extend)
+        fit = fit_rerank_weights(cand, sub_qrels, dense=True, bm25=True)
+        runs.append(
+            {
+                "grid": [grid.weight, grid.bm25_weight, test_mrr(grid.weight, grid.bm25_weight)],
+                "listwise": [fit.weight, fit.bm25_weight, test_mrr(fit.weight, fit.bm25_weight)],
+            }
+        )
+    diffs = [r["listwise"][2] - r["grid"][2] for r in runs]
+    summary = {"halves": args.resample, "dev questions each": len(ids) // 2, "runs": runs}
+    print(f"\nshares chosen on {args.resample} random halves of {args.dev} ({len(ids) // 2} questions each):")
+    print(f"| way | {args.split} MRR@10: mean | sd | min | max | distinct (w, v) |")
+    print("|---|---|---|---|---|---|")
+    for way in ("grid", "listwise"):
+        m = [r[way][2] for r in runs]
+        sd = statistics.stdev(m) if len(m) > 1 else 0.0
+        distinct = len({tuple(round(x, 1) for x in r[way][:2]) for r in runs})
+        summary[way] = {"mean": statistics.fmean(m), "sd": sd, "min": min(m), "max": max(m)}
+        print(f"| {way} | {statistics.fmean(m):.2f} | {sd:.2f} | {min(m):.2f} | {max(m):.2f} | {distinct} |")
+    wins = sum(d > 0 for d in diffs)
+    summary["listwise minus grid"] = {"mean": statistics.fmean(diffs), "listwise better": wins}
+    print(f"listwise minus grid: mean {statistics.fmean(diffs):+.2f}, listwise better on {wins} of {len(diffs)} halves")
+    return summary
 
 
 if __name__ == "__main__":

@@ -163,8 +163,14 @@ def test_fusion_forms_benchmark_scores_every_form_and_raw_as_evaluate(saved, tin
     path, metrics = saved["a"]
     out = tmp_path / "forms.json"
     argv = ["--data", str(tiny_beir), "--features", str(path), "--dev", "train", "--output", str(out)]
-    assert forms.main(argv) == 0
-    rows = {r["form"]: r for r in json.loads(out.read_text())["rows"]}
+    assert forms.main([*argv, "--resample", "3"]) == 0
+    written = json.loads(out.read_text())
+    rows = {r["form"]: r for r in written["rows"]}
+    halves = written["resampled"]
+    assert halves["halves"] == len(halves["runs"]) == 3 and halves["dev questions each"] >= 1
+    for way in ("grid", "listwise"):
+        scores = [run[way][2] for run in halves["runs"]]
+        assert halves[way]["min"] == min(scores) and halves[way]["max"] == max(scores)
     oracle = "raw, shares chosen on the evaluated split (oracle, not a result)"
     fitted = "raw, shares fitted on dev (listwise likelihood, not by MRR@10)"
     assert set(rows) == {"raw", "bm25/max", "min-max", fitted, oracle}
