@@ -14,6 +14,9 @@
 # (default 1,2,3,4; 1,2,3 compares M_D1 alone: the undenoised run then skips step 2). The last
 # finished step of each run is evaluated and paired; re-ranking needs step 4. MODES=denoised runs
 # the denoised pipeline alone (on the H200, two pipelines side by side did not reach step 4 in 400 s).
+# One denoised pipeline takes about 32 + 75 + 222 + 270 s on an H200 (README, "Measured: one H200"):
+# more than one device call's 10 minutes. Run STEPS=1,2,3 first, then, while the machine is warm, again
+# with STEPS=1,2,3,4 EARLY_RERANK=0: the run in WORK resumes at step 4. Packages and data: gpu_bundle.sh.
 # First, alone on the device, benchmarks/scoring_profile.py times cross-encoder scoring's parts
 # (PROFILE=0 skips it; PROFILE_PAIRS sets its pairs, default 8192).
 # As soon as the first pipeline's step 2 is done, M_D0's hybrid top-20 is re-ranked by its cross-encoder
