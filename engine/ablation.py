@@ -14,8 +14,9 @@ Rows (evaluated on the test split; thresholds fixed to the paper's values or cho
 - reference: M_D2 + cross-encoder re-ranking of the top-`rerank_depth` (optionally on a seeded
   subset of the test questions, with M_D2 on the same subset beside it, to bound CPU time), and
   the same head ordered by `logit + w * M_D2 inner product` and by `logit + w * inner product +
-  v * BM25 score`, w and v chosen on the dev split (`engine.fusion.choose_rerank_weight`; every
-  dev question is scored once for it); then the hybrid first stage (RRF of M_D2 and BM25) and its
+  v * BM25 score`, w and v chosen on the dev split (`engine.fusion.choose_rerank_weight`, or with
+  `rerank_fit="listwise"` fitted by `engine.fusion.fit_rerank_weights`; every dev question is scored
+  once for it); then the hybrid first stage (RRF of M_D2 and BM25) and its
   head re-ranked with both shares. Each (question, passage) pair goes through the cross-encoder once.
 
 Trained rows are compared as the paper compares them by a paired per-question difference of MRR@10
@@ -48,10 +49,9 @@ from engine.data import Dataset, Question
 from engine.denoise import Ranking, retrieve, score
 from engine.dual_encoder import DualEncoder
 from engine.fusion import (
-    RERANK_BM25_WEIGHTS,
     RerankCandidates,
     WeightChoice,
-    choose_rerank_weight,
+    choose_or_fit,
     rerank_order,
     weight_table,
 )
@@ -82,6 +82,9 @@ class AblationConfig:
     # two more rows with a BM25 share (logit + w * dense + v * BM25, w and v chosen on dev): on M_D2's
     # top-k, and on the reciprocal-rank fusion of M_D2 and BM25 (a hybrid first stage)
     rerank_bm25: bool = True
+    rerank_fit: str = (
+        "grid"  # how dev chooses the shares: "grid" (best MRR@10) or "listwise" (engine.fusion.fit_rerank_weights)
+    )
     cross_batch_processes: int = 2
     # >0: a row for M_D0 trained with this many questions per batch on one device by GradCache
     # (sub-batches of large_batch_chunk): RocketQA's larger batch without its 8 GPUs
@@ -306,10 +309,10 @@ def rerank_weight_on_dev(
     hybrid: bool = False,
     memo: dict[tuple[str, str], float] | None = None,
 ) -> WeightChoice:
-    """The re-ranking weights with the best dev MRR@10 over `dev_candidates`: the dense share
+    """The re-ranking weights chosen on `dev_candidates` (by `ab.rerank_fit`): the dense share
     alone, or with a BM25 index the dense and BM25 shares together."""
     cand, qrels = dev_candidates(run_dir, m2, ce, ds, dev_split, ab, bm25, hybrid, memo)
-    return choose_rerank_weight(cand, qrels, bm25_weights=RERANK_BM25_WEIGHTS if bm25 is not None else (0.0,))
+    return choose_or_fit(cand, qrels, ab.rerank_fit, dense=True, bm25=bm25 is not None)
 
 
 # --- the runs -----------------------------------------------------------------------------
@@ -616,13 +619,11 @@ def run_ablation(
                 lexical = bm25_index if ab.rerank_bm25 else None
                 dev_cand, dev_qrels = dev_candidates(main, m2, ce, ds, base.dev_split, ab, lexical, memo=memo)
             if ab.rerank_weight_from_dev:
-                choices["dense"] = choose_rerank_weight(dev_cand, dev_qrels)
+                choices["dense"] = choose_or_fit(dev_cand, dev_qrels, ab.rerank_fit, dense=True, bm25=False)
                 w = choices["dense"].weight
                 add(f"{ROW_RERANK} top-{depth}, {ROW_DENSE_SHARE}", _eval(reranked(m2_cand, cand, w), ds, sub, qrels))
             if ab.rerank_bm25:
-                choices["dense + BM25"] = c = choose_rerank_weight(
-                    dev_cand, dev_qrels, bm25_weights=RERANK_BM25_WEIGHTS
-                )
+                choices["dense + BM25"] = c = choose_or_fit(dev_cand, dev_qrels, ab.rerank_fit, dense=True, bm25=True)
                 add(
                     f"{ROW_RERANK} top-{depth}, {ROW_BM25_SHARE}",
                     _eval(reranked(m2_cand, cand, c.weight, c.bm25_weight), ds, sub, qrels),
@@ -642,7 +643,7 @@ def run_ablation(
                 notes.append(
                     f"seed {seed}: re-ranking weights ({what}): logit + {c.weight:g} x M_D2 inner product"
                     + (f" + {c.bm25_weight:g} x BM25" if what != "dense" else "")
-                    + f", chosen on {base.dev_split} ({c.questions} q)"
+                    + f", chosen on {base.dev_split} ({c.questions} q, {c.method})"
                     + (" at the grid's edge (a larger weight might do better)" if c.on_edge else "")
                     + f"; dev MRR@10 per weight: {weight_table(c)}"
                 )

@@ -327,6 +327,7 @@ def ablation_config(args: argparse.Namespace):
         rerank_weight_from_dev=not args.no_rerank_weight,
         rerank_bm25=not args.no_rerank_bm25,
         rerank_onnx=args.rerank_onnx,
+        rerank_fit=args.rerank_fit,
         cross_batch_processes=args.processes,
         large_batch=args.large_batch,
         inverse_cloze=args.inverse_cloze,
@@ -489,6 +490,13 @@ def add_parser(subparsers) -> None:
         "--rerank-onnx",
         action="store_true",
         help="score the re-ranking rows with the fp32 ONNX Runtime copy of the cross-encoder (same logits, ~2x faster on CPUs)",
+    )
+    a.add_argument(
+        "--rerank-fit",
+        choices=("grid", "listwise"),
+        default="grid",
+        help="how dev chooses the re-ranking shares: the grid's best MRR@10 or a listwise likelihood fit "
+        "(engine.fusion.fit_rerank_weights)",
     )
     a.add_argument("--reuse-run", default=None, help="an existing pipeline run (same preset) to use for the first seed")
     a.add_argument("--processes", type=int, default=2, help="processes for the cross-batch row (torchrun)")

@@ -446,7 +446,7 @@ def test_positive_threshold_arguments(capsys):
     assert build_config(build_parser().parse_args([*run, "--cross-loss", "listwise"])).step2.loss == "listwise"
 
 
-def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
+def test_ablation_reranking_rows(tmp_path, tiny_model_dir, monkeypatch):
     from conftest import write_tiny_beir
 
     from engine.ablation import (
@@ -512,6 +512,28 @@ def test_ablation_reranking_rows(tmp_path, tiny_model_dir):
     assert set(choice.mrr) < set(both.mrr) and len(both.mrr) == len(RERANK_WEIGHTS) * len(RERANK_BM25_WEIGHTS)
     with pytest.raises(ValueError, match="needs a BM25 index"):
         rerank_weight_on_dev(tmp_path / "run", dual, ce, ds, "train", AblationConfig(rerank_depth=3), hybrid=True)
+
+    # `ablation --rerank-fit listwise`: the same dev heads, the shares fitted (engine.fusion.choose_or_fit)
+    from engine.cli import build_parser
+    from engine.fusion import choose_or_fit
+    from engine.pipeline_cli import ablation_config
+
+    listwise = ablation_config(
+        build_parser().parse_args(["ablation", "--data", "d", "--output", "o", "--rerank-fit", "listwise"])
+    )
+    assert listwise.rerank_fit == "listwise"
+    seen = []
+
+    def spy(cand, qrels, method, dense, bm25, extend=0):
+        seen.append((method, dense, bm25, len(cand)))
+        return choose_or_fit(cand, qrels, "grid", dense, bm25)
+
+    import engine.ablation
+
+    monkeypatch.setattr(engine.ablation, "choose_or_fit", spy)
+    ab = replace(listwise, rerank_depth=3, eval_k=5)
+    assert rerank_weight_on_dev(tmp_path / "run", dual, ce, ds, "train", ab, bm25, True) == both
+    assert seen == [("listwise", True, True, 2)]
 
 
 def test_large_batch_row_trains_m_d0_by_gradcache_in_one_process_and_is_reused(tmp_path, tiny_beir, tiny_config):
