@@ -82,9 +82,8 @@ class AblationConfig:
     # two more rows with a BM25 share (logit + w * dense + v * BM25, w and v chosen on dev): on M_D2's
     # top-k, and on the reciprocal-rank fusion of M_D2 and BM25 (a hybrid first stage)
     rerank_bm25: bool = True
-    rerank_fit: str = (
-        "grid"  # how dev chooses the shares: "grid" (best MRR@10) or "listwise" (engine.fusion.fit_rerank_weights)
-    )
+    # how dev chooses the shares: "grid" (best MRR@10) or "listwise" (engine.fusion.fit_rerank_weights)
+    rerank_fit: str = "grid"
     cross_batch_processes: int = 2
     # >0: a row for M_D0 trained with this many questions per batch on one device by GradCache
     # (sub-batches of large_batch_chunk): RocketQA's larger batch without its 8 GPUs
