@@ -54,13 +54,14 @@ if [ "${PROFILE:-1}" = 1 ]; then
     tail -n 25 "$LOGS/scoring-profile.json" 2>/dev/null || tail -n 5 "$LOGS/scoring-profile.log"
 fi
 
-# re-rank: NAME FIRST_STAGE_MODEL RETRIEVER SECONDS -> eval-rerank-NAME.json, features-NAME.jsonl, pq-NAME.json
+# re-rank: NAME RUN FIRST_STAGE_MODEL RETRIEVER SECONDS (RUN's cross-encoder)
+#   -> eval-rerank-NAME.json, features-NAME.jsonl, pq-NAME.json
 rerank() {
     local bm25="" paired=""
-    [ "$3" = hybrid ] && bm25="--rerank-bm25"
+    [ "$4" = hybrid ] && bm25="--rerank-bm25"
     [ -n "${PAIR_WITH:-}" ] && paired="--paired-with $PAIR_WITH"
-    timeout "$4" $PY -m engine evaluate --data "$DATA" --split test --retriever "$3" --model "$2" \
-        --reranker "$RUNS/$FIRST/step2_cross_encoder/model" --rerank-depth 20 --rerank-weight-from-dev dev $bm25 \
+    timeout "$5" $PY -m engine evaluate --data "$DATA" --split test --retriever "$4" --model "$3" \
+        --reranker "$2/step2_cross_encoder/model" --rerank-depth 20 --rerank-weight-from-dev dev $bm25 \
         --rerank-grid-extend 3 --rerank-features "$LOGS/features-$1.jsonl" --per-question "$LOGS/pq-$1.json" \
         $paired >"$LOGS/eval-rerank-$1.json" 2>"$LOGS/eval-rerank-$1.log"
 }
@@ -79,7 +80,7 @@ if [ "${EARLY_RERANK:-1}" = 1 ]; then
         while [ ! -f "$RUNS/$FIRST/step2_cross_encoder/DONE" ] && kill -0 "$first_pid" 2>/dev/null; do sleep 3; done
         if [ -f "$RUNS/$FIRST/step2_cross_encoder/DONE" ]; then
             stamp "M_D0 hybrid top-20 re-ranked (beside step 3)"
-            rerank md0-hybrid "$RUNS/$FIRST/step1_dual_encoder/model" hybrid "${EARLY_SECONDS:-240}"
+            rerank md0-hybrid "$RUNS/$FIRST" "$RUNS/$FIRST/step1_dual_encoder/model" hybrid "${EARLY_SECONDS:-240}"
             stamp "M_D0 re-ranking done"
         fi
     ) &
@@ -110,7 +111,7 @@ if [ "$LD" = step4_augment ]; then
     if [ "$limit" -gt 10 ]; then
         stamp "M_D2 dense and hybrid top-20 re-ranked, side by side (limit $limit s)"
         for head in dense hybrid; do
-            rerank "md2-$head" "$D/step4_augment/model" "$head" "$limit" &
+            rerank "md2-$head" "$D" "$D/step4_augment/model" "$head" "$limit" &
         done
     fi
 fi
