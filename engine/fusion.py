@@ -141,6 +141,15 @@ def best_first(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
+def _head_mrr(candidates: dict[str, RerankCandidates], judged: Qrels, weight: float, bm25_weight: float) -> float:
+    """MRR@CUTOFF (percent) of the judged questions' heads re-ordered with these shares."""
+    rankings = {}
+    for q in judged:
+        c = candidates[q]
+        rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, weight, c.bm25, bm25_weight)]
+    return evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
+
+
 def choose_rerank_weight(
     candidates: dict[str, RerankCandidates],
     qrels: Qrels,
@@ -168,11 +177,7 @@ def choose_rerank_weight(
             for w in ws:
                 if (w, v) in mrr:
                     continue
-                rankings = {}
-                for q in judged:
-                    c = candidates[q]
-                    rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, w, c.bm25, v)]
-                mrr[(w, v)] = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
+                mrr[(w, v)] = _head_mrr(candidates, judged, w, v)
         best = max(mrr, key=lambda wv: (mrr[wv], -wv[1], -wv[0]))
         choice = WeightChoice(
             best[0],
@@ -259,11 +264,7 @@ def fit_rerank_weights(
             break
         cols.remove(min(negative, key=lambda c: shares[c]))
     weight, bm25_weight = round(shares.get(1, 0.0), 4), round(shares.get(2, 0.0), 4)
-    rankings = {}
-    for q in judged:
-        c = candidates[q]
-        rankings[q] = [c.ids[i] for i in rerank_order(c.ce_logits, c.dense, weight, c.bm25, bm25_weight)]
-    mrr = evaluate_rankings(rankings, judged).metrics[f"MRR@{CUTOFF}"]
+    mrr = _head_mrr(candidates, judged, weight, bm25_weight)
     return WeightChoice(weight, bm25_weight, {(weight, bm25_weight): mrr}, len(judged), CUTOFF, method="listwise")
 
 
