@@ -72,6 +72,29 @@ def _int8_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The ways a dev split chooses the re-ranking shares (engine.fusion.RERANK_FIT_METHODS, which a test pins
+# to this; written out so that building the parser imports no engine module).
+RERANK_FIT_CHOICES = ("grid", "listwise")
+
+
+def rerank_fit_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """`--rerank-fit`, as evaluate, rerank-mix and ablation share it; `what` names the dev choice it steers."""
+    p.add_argument(
+        "--rerank-fit",
+        choices=RERANK_FIT_CHOICES,
+        default="grid",
+        help=f"how the re-ranking shares are chosen on {what}: `grid` (the grid's best MRR@10) or `listwise` (fitted by "
+        "maximum likelihood of the relevant passages under a softmax over each head; "
+        "engine.fusion.fit_rerank_weights)",
+    )
+
+
+def check_rerank_fit(fit: str, grid_extend: int) -> None:
+    """A fit has no grid to extend: refuse the pair before any data loads."""
+    if fit != "grid" and grid_extend:
+        raise ValueError(f"--rerank-grid-extend extends the grid: it does not apply to --rerank-fit {fit}")
+
+
 def _encoder(args: argparse.Namespace):
     from engine.dual_encoder import DualEncoder, DualEncoderConfig
 
@@ -272,8 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--rerank-fit {args.rerank_fit} fits the shares on a dev split: add --rerank-weight-from-dev SPLIT"
         )
-    if args.rerank_fit != "grid" and args.rerank_grid_extend:
-        raise ValueError("--rerank-grid-extend extends the grid: it does not apply to --rerank-fit listwise")
+    check_rerank_fit(args.rerank_fit, args.rerank_grid_extend)
     if args.rerank_features and (args.rerank_depth < 1 or not args.reranker):
         raise ValueError("--rerank-features saves re-ranked heads: it needs --reranker and --rerank-depth")
     if args.rerank_features and args.k < args.rerank_depth:
@@ -524,14 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --rerank-weight-from-dev: while the dev choice is a share's largest weight, double that "
         "share's largest weight, at most N times (no extra scoring; default 0 = the fixed grid)",
     )
-    p.add_argument(
-        "--rerank-fit",
-        choices=("grid", "listwise"),
-        default="grid",
-        help="with --rerank-weight-from-dev: how the shares are chosen: `grid` (best MRR@10 of the grid) or "
-        "`listwise` (fitted by maximum likelihood of the relevant passages under a softmax over each head; "
-        "engine.fusion.fit_rerank_weights)",
-    )
+    rerank_fit_arg(p, "the --rerank-weight-from-dev split")
     p.add_argument("--k", type=int, default=100, help="hits per question (default 100, the deepest metric)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
     p.add_argument(

@@ -352,6 +352,8 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from engine.cli import rerank_fit_arg
+
     p = subparsers.add_parser(
         "pipeline", help="run the four RocketQA steps over a run directory, or summarise its decisions"
     )
@@ -491,13 +493,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="score the re-ranking rows with the fp32 ONNX Runtime copy of the cross-encoder (same logits, ~2x faster on CPUs)",
     )
-    a.add_argument(
-        "--rerank-fit",
-        choices=("grid", "listwise"),
-        default="grid",
-        help="how dev chooses the re-ranking shares: the grid's best MRR@10 or a listwise likelihood fit "
-        "(engine.fusion.fit_rerank_weights)",
-    )
+    rerank_fit_arg(a, "the dev split")
     a.add_argument("--reuse-run", default=None, help="an existing pipeline run (same preset) to use for the first seed")
     a.add_argument("--processes", type=int, default=2, help="processes for the cross-batch row (torchrun)")
     a.add_argument("--base-model", default="", help="base model (default: packaged MiniLM)")

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
+    from engine.cli import rerank_fit_arg
+
     p = subparsers.add_parser(
         "rerank-mix",
         help="re-rank from saved `evaluate --rerank-features` files: other weights, or several cross-encoders' "
@@ -42,13 +44,7 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="double a share's largest weight while the dev choice is on it, at most N times (as evaluate's)",
     )
-    p.add_argument(
-        "--rerank-fit",
-        choices=("grid", "listwise"),
-        default="grid",
-        help="how the dev heads choose the shares: the grid's best MRR@10, or a listwise maximum-likelihood fit "
-        "(as evaluate's)",
-    )
+    rerank_fit_arg(p, "the --dev split's saved heads")
     p.add_argument(
         "--weights",
         nargs=2,
@@ -68,6 +64,7 @@ def add_parser(subparsers) -> None:
 def cmd_rerank_mix(args: argparse.Namespace) -> int:
     from engine.cli import (
         _load,
+        check_rerank_fit,
         choice_config,
         metrics_output,
         read_per_question,
@@ -81,6 +78,7 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
 
     if args.rerank_grid_extend < 0:
         raise ValueError(f"--rerank-grid-extend must be >= 0, got {args.rerank_grid_extend}")
+    check_rerank_fit(args.rerank_fit, args.rerank_grid_extend)
     if args.weights is not None:
         if not all(math.isfinite(w) and w >= 0 for w in args.weights):
             raise ValueError(f"--weights must be two numbers >= 0, got {args.weights}")
@@ -88,8 +86,6 @@ def cmd_rerank_mix(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--weights fixes the shares: drop --rerank-bm25 / --rerank-grid-extend / --rerank-fit, which choose them"
             )
-    elif args.rerank_fit != "grid" and args.rerank_grid_extend:
-        raise ValueError("--rerank-grid-extend extends the grid: it does not apply to --rerank-fit listwise")
     elif args.dev == args.split:
         raise ValueError(f"--dev {args.dev}: choose the weights on another split than the one evaluated")
     features = [read_features(f) for f in args.features]  # a bad file fails before the data loads

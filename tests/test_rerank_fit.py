@@ -131,3 +131,22 @@ def test_evaluate_and_rerank_mix_fit_the_same_shares(tiny_beir, tmp_path, tiny_m
     assert {k: mixed[k] for k in ("MRR@10", "R@1", "R@5")} == {k: evaluated[k] for k in ("MRR@10", "R@1", "R@5")}
     assert main([*mix[:-2], "--weights", "1", "0", "--rerank-fit", "listwise"]) == 2
     assert "--weights fixes the shares" in capsys.readouterr().err
+    assert main([*mix, "--rerank-grid-extend", "1"]) == 2
+    assert "does not apply to --rerank-fit listwise" in capsys.readouterr().err
+
+
+def test_every_command_offers_the_engines_fit_methods():
+    """evaluate, rerank-mix and ablation take their `--rerank-fit` choices from one place, and that place
+    lists exactly the methods engine.fusion knows."""
+    from engine.cli import RERANK_FIT_CHOICES, build_parser
+    from engine.fusion import RERANK_FIT_METHODS
+
+    assert RERANK_FIT_CHOICES == RERANK_FIT_METHODS
+    parser = build_parser()
+    for argv in (["evaluate", "--data", "d"], ["rerank-mix", "--data", "d", "--features", "f"]):
+        for method in RERANK_FIT_METHODS:
+            assert parser.parse_args([*argv, "--rerank-fit", method]).rerank_fit == method
+    ablation = ["ablation", "--data", "d", "--output", "o"]
+    assert parser.parse_args(ablation).rerank_fit == "grid"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*ablation, "--rerank-fit", "oracle"])
