@@ -268,9 +268,16 @@ def _feature_rows(retriever, split: str, questions, hits) -> list:
     dense and BM25 scores filled in, and the ids below it."""
     from engine.rerank_features import SavedHead
 
+    heads = [[h for h in hs if h.ce_logit is not None] for hs in hits]
+    # questions whose head lacks a dense score (a dense share of 0 never asked for one): encoded in one batch
+    need = [i for i, head in enumerate(heads) if any(h.dense_score is None for h in head)]
+    vectors = {}
+    if need and retriever.dense is not None:
+        encoded = retriever.dense.encode_queries([questions[i].text for i in need])
+        vectors = dict(zip(need, encoded))
     rows = []
-    for q, hs in zip(questions, hits):
-        head = retriever.with_scores(q.text, [h for h in hs if h.ce_logit is not None])
+    for i, (q, hs) in enumerate(zip(questions, hits)):
+        head = retriever.with_scores(q.text, heads[i], query_vector=vectors.get(i))
         tail = tuple(h.passage.id for h in sorted(hs, key=lambda h: h.rank) if h.ce_logit is None)
         rows.append((split, q.id, SavedHead(_candidates(head), tail)))
     return rows

@@ -217,3 +217,35 @@ def test_rerank_mix_with_fixed_weights_skips_the_dev_choice(saved, tiny_beir, tm
         main([*argv, "--weights", "0", "0", "--rerank-bm25"]) == 2 and "drop --rerank-bm25" in capsys.readouterr().err
     )
     assert main([*argv, "--weights", "-1", "0"]) == 2 and "two numbers >= 0" in capsys.readouterr().err
+
+
+def test_saved_heads_get_their_missing_dense_scores_filled_in(tiny_beir, tmp_path, tiny_model_dir):
+    """A hybrid head holds BM25 passages the dense side did not return, and a dense share of 0 never asks
+    for their dense scores: `--rerank-features` fills them in (the questions encoded in one batch), each
+    equal to the dense score the first stage gave the same passage."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from engine.cli import _feature_rows
+    from engine.cross_encoder import CrossEncoder, CrossEncoderConfig
+    from engine.readers import load_any
+    from engine.retriever import build_retriever
+
+    CrossEncoder.build(CrossEncoderConfig(model=tiny_model_dir)).save(tmp_path / "ce")
+    ds = load_any(str(tiny_beir))
+    retriever = build_retriever(
+        ds.corpus, model=tiny_model_dir, reranker=str(tmp_path / "ce"), cache_root=str(tmp_path / "cache")
+    )
+    questions = ds.split("test")[0]
+    hits = retriever.search_batch([q.text for q in questions], k=6, mode="hybrid", rerank_depth=4)
+    # the tiny corpus fits in the dense side's depth: drop the dense scores of some passages, as a hybrid
+    # head of a larger corpus has them missing
+    stripped = [[replace(h, dense_score=None) if j % 2 else h for j, h in enumerate(hs)] for hs in hits]
+    rows = _feature_rows(retriever, "test", questions, stripped)
+    assert [r[1] for r in rows] == [q.id for q in questions] and len(rows) > 1
+    for (_, _, saved), hs in zip(rows, hits):
+        expected = {h.passage.id: h.dense_score for h in hs}
+        c = saved.candidates
+        assert len(c.dense) == len(c.ids) == 4
+        np.testing.assert_allclose(c.dense, [expected[pid] for pid in c.ids], atol=1e-4)
