@@ -14,6 +14,7 @@ Precedence: a command-line flag, then its environment variable, then the default
 | `--onnx-cross-encoder` | `ROCKETQA_ONNX_CROSS_ENCODER=1` | serve the fp32 cross-encoder through ONNX Runtime: the same probabilities, faster on CPU (docs/BENCHMARKS.md) |
 | `--rerank-weight W` | `ROCKETQA_RERANK_WEIGHT` | re-ranked order: cross-encoder logit + W x dense score (default 0: the cross-encoder alone) |
 | `--rerank-bm25-weight V` | `ROCKETQA_RERANK_BM25_WEIGHT` | ... + V x BM25 score (default 0). Choose W and V for your models with `python -m engine evaluate --rerank-weight-from-dev dev --rerank-bm25` (README) |
+| `--rerank-shares FILE` | `ROCKETQA_RERANK_SHARES` | take W and V from the JSON an `evaluate --output` or `rerank-mix --output` wrote (its config's `rerank_weight`, `rerank_bm25_weight`): the shares chosen or fitted on dev for those models, without copying numbers; exclusive with the two weights above; the app says so when the file names other models than it serves |
 | `--int8-backend B` | `ROCKETQA_INT8_BACKEND` | how the int8 cross-encoder runs: `onnx` (ONNX Runtime), `torch` (PyTorch dynamic), `auto` (default: ONNX Runtime when installed, measured faster and closer to fp32 for re-ranking; else torch) |
 | `--host`, `--port` | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the server listens |
 | | `SPACE_ID` | set by Hugging Face Spaces: enables login and the hub default data |
@@ -27,6 +28,7 @@ the app says so.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -74,6 +76,10 @@ class AppConfig:
     # (engine.fusion.rerank_scores); weights belong to one pair of models, chosen on dev
     rerank_weight: float = 0.0
     rerank_bm25_weight: float = 0.0
+    # where the weights came from: an evaluate / rerank-mix output ("" = flags / env / default), and the
+    # models and first stage it names (compared with the served ones at start-up)
+    rerank_shares_file: str = ""
+    rerank_shares_models: tuple[tuple[str, str], ...] = ()
 
     @property
     def on_space(self) -> bool:
@@ -135,6 +141,13 @@ def parser() -> argparse.ArgumentParser:
         dest="rerank_bm25_weight",
         help="... + this x BM25 score (env ROCKETQA_RERANK_BM25_WEIGHT, default 0)",
     )
+    p.add_argument(
+        "--rerank-shares",
+        dest="rerank_shares",
+        metavar="FILE",
+        help="take both weights from an `evaluate --output` / `rerank-mix --output` JSON (the shares chosen on "
+        "dev; env ROCKETQA_RERANK_SHARES); exclusive with --rerank-weight / --rerank-bm25-weight",
+    )
     return p
 
 
@@ -174,11 +187,55 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         int8_cross_encoder=int8,
         onnx_cross_encoder=onnx,
         int8_backend=_int8_backend(pick(args.int8_backend, "ROCKETQA_INT8_BACKEND", "auto")),
-        rerank_weight=_weight("ROCKETQA_RERANK_WEIGHT", pick(args.rerank_weight, "ROCKETQA_RERANK_WEIGHT", "0")),
-        rerank_bm25_weight=_weight(
-            "ROCKETQA_RERANK_BM25_WEIGHT", pick(args.rerank_bm25_weight, "ROCKETQA_RERANK_BM25_WEIGHT", "0")
-        ),
+        **_rerank_weights(args, env, pick),
     )
+
+
+def _rerank_weights(args: argparse.Namespace, env: Mapping[str, str], pick) -> dict:
+    """The re-ranking weights from `--rerank-shares FILE`, else from the two weight flags / variables."""
+    shares = pick(args.rerank_shares, "ROCKETQA_RERANK_SHARES")
+    weight = pick(args.rerank_weight, "ROCKETQA_RERANK_WEIGHT")
+    bm25_weight = pick(args.rerank_bm25_weight, "ROCKETQA_RERANK_BM25_WEIGHT")
+    if not shares:
+        return {
+            "rerank_weight": _weight("ROCKETQA_RERANK_WEIGHT", weight or "0"),
+            "rerank_bm25_weight": _weight("ROCKETQA_RERANK_BM25_WEIGHT", bm25_weight or "0"),
+        }
+    if weight or bm25_weight:
+        raise SystemExit(
+            "--rerank-shares (ROCKETQA_RERANK_SHARES) gives both re-ranking weights: drop --rerank-weight / "
+            "--rerank-bm25-weight (ROCKETQA_RERANK_WEIGHT / ROCKETQA_RERANK_BM25_WEIGHT)"
+        )
+    return read_rerank_shares(shares)
+
+
+def read_rerank_shares(path: str) -> dict:
+    """The weights (and the models they were chosen for) of an `evaluate` / `rerank-mix` output file,
+    as AppConfig fields; anything else is one clear SystemExit."""
+    where = f"--rerank-shares {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SystemExit(f"{where}: cannot read it ({e.strerror or e})") from None
+    try:
+        out = json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f"{where}: not JSON ({e})") from None
+    config = out.get("config") if isinstance(out, dict) else None
+    if not isinstance(config, dict) or "rerank_weight" not in config:
+        raise SystemExit(f"{where}: not an `evaluate --output` or `rerank-mix --output` file (no config.rerank_weight)")
+    weights = {}
+    for key, var in (("rerank_weight", "dense"), ("rerank_bm25_weight", "BM25")):
+        value = config.get(key)
+        if value is None:
+            raise SystemExit(f"{where}: it holds no {var} share (was it written with --reranker and --rerank-depth?)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise SystemExit(f"{where}: its {var} share must be a number >= 0, got {value!r}")
+        weights[key] = float(value)
+    models = tuple(
+        (key, str(config[key])) for key in ("model", "reranker", "retriever", "split") if config.get(key) is not None
+    )
+    return weights | {"rerank_shares_file": path, "rerank_shares_models": models}
 
 
 def _weight(var: str, value: str) -> float:

@@ -130,6 +130,37 @@ def _find_cross_encoder(config: AppConfig, run: RunView | None, saved: Path) -> 
     return ""
 
 
+def _same_model(a: str, b: str) -> bool:
+    """Two model arguments name the same model: equal ids, or paths to the same directory."""
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _shares_notices(config: AppConfig, model: str, cross_encoder: str) -> list[str]:
+    """What the app says when the weights of `--rerank-shares` were chosen for other models than it
+    serves (shares belong to one dual-encoder and cross-encoder); logged as well."""
+    named = dict(config.rerank_shares_models)
+    served = {"model": model or "packaged all-MiniLM-L6-v2", "reranker": cross_encoder or "none"}
+    notes = []
+    for key, what in (("model", "dual-encoder"), ("reranker", "cross-encoder")):
+        if key in named and not _same_model(named[key], served[key]):
+            notes.append(
+                f"The re-ranking weights from {config.rerank_shares_file} were chosen for the {what} "
+                f"{named[key]}, but the app serves {served[key]}: they may not suit it."
+            )
+    for note in notes:
+        log.warning(note)
+    log.info(
+        "re-ranking weights %g (dense), %g (BM25) from %s",
+        config.rerank_weight,
+        config.rerank_bm25_weight,
+        config.rerank_shares_file,
+    )
+    return notes
+
+
 def load_services(config: AppConfig, import_run: bool = True) -> Services:
     """Load data, models, index (from the cache) and the store; start the decision import."""
     t0 = time.perf_counter()
@@ -166,6 +197,8 @@ def load_services(config: AppConfig, import_run: bool = True) -> Services:
             services.set_cross_encoder(ce)
         else:
             notices.append(f"The cross-encoder at {ce_path} has an untrained head; it is not used for scores.")
+    if config.rerank_shares_file:
+        notices.extend(_shares_notices(config, model, ce_path))
     t_ce = time.perf_counter()
     services.timings = {
         "data_s": t_data - t0,

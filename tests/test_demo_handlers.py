@@ -203,6 +203,25 @@ def test_configured_rerank_weights_reach_the_retriever(tmp_path, demo_data, tiny
     assert (services.retriever.rerank_weight, services.retriever.rerank_bm25_weight) == (5.0, 0.5)
 
 
+def test_rerank_shares_for_other_models_are_served_with_a_notice(tmp_path, demo_data, tiny_model_dir):
+    """Weights from an evaluation's output reach the retriever; when that evaluation named another
+    dual-encoder than the app serves, the app says so (and says nothing when the models match)."""
+    import json
+
+    from demo.config import read_rerank_shares
+
+    out = tmp_path / "eval.json"
+    for model, expected in ((tiny_model_dir, 0), (str(tmp_path / "other-model"), 1)):
+        config = {"model": model, "retriever": "hybrid", "rerank_weight": 5.0, "rerank_bm25_weight": 0.5}
+        out.write_text(json.dumps({"config": config}))
+        shares = read_rerank_shares(str(out))
+        services = load_services(make_config(tmp_path, demo_data, tiny_model_dir, **shares), import_run=False)
+        assert (services.retriever.rerank_weight, services.retriever.rerank_bm25_weight) == (5.0, 0.5)
+        notes = [n for n in services.notices if "re-ranking weights" in n]
+        assert len(notes) == expected
+    assert "other-model" in notes[0] and tiny_model_dir in notes[0]
+
+
 # --- judge --------------------------------------------------------------------------------
 
 

@@ -119,3 +119,36 @@ def test_config_precedence_and_defaults():
             load_config(["--rerank-weight", bad], env={})
     with pytest.raises(SystemExit, match="ROCKETQA_RERANK_BM25_WEIGHT"):
         load_config([], env={"ROCKETQA_RERANK_BM25_WEIGHT": "-0.5"})
+
+
+def test_rerank_shares_come_from_an_evaluation_output(tmp_path):
+    """`--rerank-shares FILE` takes both weights from an `evaluate` / `rerank-mix` output and remembers the
+    models it names; a weight given as well, or a file that is not such an output, is one clear exit."""
+    import json
+
+    out = tmp_path / "eval.json"
+    config = {"model": "runs/a/step4_augment/model", "reranker": "runs/a/step2_cross_encoder/model"}
+    config |= {"retriever": "hybrid", "split": "test", "rerank_depth": 20, "rerank_weight": 24.43}
+    out.write_text(json.dumps({"MRR@10": 90.36, "config": config | {"rerank_bm25_weight": 1.49}}))
+    c = load_config(["--rerank-shares", str(out)], env={})
+    assert (c.rerank_weight, c.rerank_bm25_weight) == (24.43, 1.49) and c.rerank_shares_file == str(out)
+    assert dict(c.rerank_shares_models)["reranker"] == "runs/a/step2_cross_encoder/model"
+    assert load_config([], env={"ROCKETQA_RERANK_SHARES": str(out)}).rerank_weight == 24.43
+    with pytest.raises(SystemExit, match="drop --rerank-weight"):
+        load_config(["--rerank-shares", str(out), "--rerank-weight", "5"], env={})
+    with pytest.raises(SystemExit, match="drop --rerank-weight"):
+        load_config([], env={"ROCKETQA_RERANK_SHARES": str(out), "ROCKETQA_RERANK_BM25_WEIGHT": "1"})
+    bad = tmp_path / "bad.json"
+    for text, message in (
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not an `evaluate --output`"),
+        (json.dumps({"config": {"retriever": "dense"}}), "no config.rerank_weight"),
+        (json.dumps({"config": {"rerank_weight": None, "rerank_bm25_weight": None}}), "holds no dense share"),
+        (json.dumps({"config": {"rerank_weight": 2, "rerank_bm25_weight": -1}}), "BM25 share must be a number >= 0"),
+        (json.dumps({"config": {"rerank_weight": "2", "rerank_bm25_weight": 0}}), "dense share must be a number"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match=message):
+            load_config(["--rerank-shares", str(bad)], env={})
+    with pytest.raises(SystemExit, match="cannot read it"):
+        load_config(["--rerank-shares", str(tmp_path / "missing.json")], env={})
