@@ -232,9 +232,7 @@ def read_rerank_shares(path: str) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise SystemExit(f"{where}: its {var} share must be a number >= 0, got {value!r}")
         weights[key] = float(value)
-    models = tuple(
-        (key, str(config[key])) for key in ("model", "reranker", "retriever", "split") if config.get(key) is not None
-    )
+    models = tuple((key, str(config[key])) for key in ("model", "reranker", "retriever") if config.get(key) is not None)
     return weights | {"rerank_shares_file": path, "rerank_shares_models": models}
 
 

@@ -153,10 +153,11 @@ def _shares_notices(config: AppConfig, model: str, cross_encoder: str) -> list[s
     for note in notes:
         log.warning(note)
     log.info(
-        "re-ranking weights %g (dense), %g (BM25) from %s",
+        "re-ranking weights %g (dense), %g (BM25) from %s (chosen on a %s first stage)",
         config.rerank_weight,
         config.rerank_bm25_weight,
         config.rerank_shares_file,
+        named.get("retriever", "unnamed"),
     )
     return notes
 
