@@ -219,6 +219,53 @@ def _rerank_weight_from_dev(args: argparse.Namespace, ds, retriever):
     return choice, candidates
 
 
+SPOT_CHECK_PAIRS = 16  # saved pairs scored again before `--rerank-logits-from` reuses a file
+SPOT_CHECK_TOLERANCE = 0.01  # largest logit difference accepted (ONNX vs PyTorch, padding: ~1e-5)
+
+
+def _reuse_logits(features, ds, retriever) -> dict:
+    """Wrap the retriever's cross-encoder so that it reuses the saved logits of `features` (one
+    table over every file); each file is checked first: same corpus, and `SPOT_CHECK_PAIRS` of its
+    pairs scored again by this cross-encoder within `SPOT_CHECK_TOLERANCE`. Returns the output's
+    record of the files and the check."""
+    from engine.rerank_features import ReusedLogits, logit_table
+    from engine.retriever import QueryError, clean_question
+
+    texts = {}
+    for split in ds.qrels:
+        known = {}
+        for q in ds.split(split)[0]:
+            try:
+                known[q.id] = clean_question(q.text)
+            except QueryError:
+                continue  # a question the retriever refuses is never re-ranked
+        texts[split] = known
+    fingerprint = ds.corpus.fingerprint()
+    worst = 0.0
+    for f in features:
+        if f.corpus_fingerprint != fingerprint:
+            raise ValueError(f"--rerank-logits-from {f.path}: made on another corpus (its fingerprint differs)")
+        table = logit_table([f], texts)
+        if not table:
+            raise ValueError(f"--rerank-logits-from {f.path}: it holds no question of this data's splits")
+        pairs = sorted(table)
+        sample = pairs[:: max(1, len(pairs) // SPOT_CHECK_PAIRS)][:SPOT_CHECK_PAIRS]
+        fresh = retriever.reranker.logits([q for q, _ in sample], [ds.corpus[pid] for _, pid in sample])
+        diff = max(abs(float(x) - table[k]) for x, k in zip(fresh, sample))
+        if diff > SPOT_CHECK_TOLERANCE:
+            raise ValueError(
+                f"--rerank-logits-from {f.path}: its logits are not this cross-encoder's (scored again, "
+                f"{len(sample)} of its pairs differ by up to {diff:.3g}); pass the cross-encoder and "
+                "--rerank-max-length that wrote it"
+            )
+        worst = max(worst, diff)
+    retriever.reranker = ReusedLogits(retriever.reranker, logit_table(features, texts))
+    return {
+        "files": [f.path for f in features],
+        "spot_check": {"pairs_per_file": SPOT_CHECK_PAIRS, "max_abs_diff": round(worst, 6)},
+    }
+
+
 def _candidates(head):
     """A re-ranked head's features, in first-stage order (dense and BM25 scores only when every hit
     has one: a retriever without a dual-encoder or a BM25 index has none to give)."""
@@ -309,8 +356,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--rerank-features saves whole heads: --k {args.k} must be at least --rerank-depth")
     if args.rerank_weight_from_dev and (args.rerank_weight or args.rerank_bm25_weight):
         raise ValueError("--rerank-weight-from-dev chooses the weights: drop --rerank-weight / --rerank-bm25-weight")
-    # one load: with a weight to choose on another split, every split of the data comes in
-    ds = _load(args.data, None if args.rerank_weight_from_dev else args.split)
+    saved_logits = None
+    if args.rerank_logits_from:
+        if args.rerank_depth < 1 or not args.reranker:
+            raise ValueError("--rerank-logits-from reuses re-ranking logits: it needs --reranker and --rerank-depth")
+        from engine.rerank_features import read_features
+
+        saved_logits = [read_features(f) for f in args.rerank_logits_from]  # a bad file fails before loading
+    # one load: with a weight to choose on another split (or saved logits of any split), every split comes in
+    ds = _load(args.data, None if args.rerank_weight_from_dev or saved_logits else args.split)
     questions, qrels = ds.split(args.split)
     # a hash of the whole corpus: only when a per-question file is read or written
     fingerprint = ds.corpus.fingerprint() if args.paired_with or args.per_question else None
@@ -318,6 +372,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     baseline = read_per_question(args.paired_with, args.split, fingerprint, questions) if args.paired_with else None
     t0 = time.perf_counter()
     retriever = _retriever(args, ds.corpus)
+    reuse = _reuse_logits(saved_logits, ds, retriever) if saved_logits else None
     t_load = time.perf_counter() - t0
     weight_choice, feature_rows = None, []
     if args.rerank_weight_from_dev:
@@ -357,6 +412,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         },
         "seconds": {"load": round(t_load, 2), "search": round(t_search, 2)},
     }
+    if reuse is not None:
+        out["config"]["rerank_logits_from"] = reuse | {
+            "pairs_reused": retriever.reranker.reused,
+            "pairs_scored": retriever.reranker.scored,
+        }
+        log.info(
+            "re-ranking: %d pairs' logits reused from %s, %d scored",
+            retriever.reranker.reused,
+            ", ".join(args.rerank_logits_from),
+            retriever.reranker.scored,
+        )
     if baseline is not None:
         paired = paired_mrr10(baseline[0], result)
         out["paired_with"] = {"file": args.paired_with, "against": baseline[1]} | paired
@@ -568,6 +634,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write every re-ranked head (dev and evaluated split) with its dense and BM25 scores and "
         "cross-encoder logits here (JSON Lines, engine.rerank_features), for `rerank-mix`",
+    )
+    p.add_argument(
+        "--rerank-logits-from",
+        nargs="+",
+        metavar="FILE",
+        default=None,
+        help="reuse the cross-encoder logits that earlier `--rerank-features` files hold (the same cross-encoder "
+        "and corpus, any first stage): only pairs not in them are scored; a sample of saved pairs is scored "
+        "again first and a file whose logits differ is refused",
     )
     p.add_argument(
         "--paired-with",

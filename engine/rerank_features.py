@@ -190,3 +190,57 @@ def ranking(head: SavedHead, weight: float, bm25_weight: float) -> list[str]:
     c = head.candidates
     order = rerank_order(c.ce_logits, c.dense, weight, c.bm25, bm25_weight)
     return [c.ids[i] for i in order] + list(head.tail)
+
+
+class ReusedLogits:
+    """A cross-encoder that takes the logits of pairs already scored from saved features and scores
+    only the others: re-ranking another first stage's heads with the same cross-encoder costs only
+    the pairs it has not seen (`evaluate --rerank-logits-from FILE`). `table` maps (question text as
+    the retriever passes it, passage id) to a logit; everything but `logits` is the wrapped model's."""
+
+    def __init__(self, inner, table: Mapping[tuple[str, str], float]):
+        self.inner = inner
+        self.table = table
+        self.reused = 0
+        self.scored = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def logits(self, questions: Sequence[str], passages: Sequence, batch_size: int = 32):
+        import numpy as np
+
+        if len(questions) != len(passages):
+            raise ValueError(f"{len(questions)} questions for {len(passages)} passages")
+        out = np.empty(len(questions), dtype=np.float32)
+        missing = []
+        for i, (q, p) in enumerate(zip(questions, passages)):
+            logit = self.table.get((q, p.id))
+            if logit is None:
+                missing.append(i)
+            else:
+                out[i] = logit
+        if missing:
+            out[missing] = self.inner.logits(
+                [questions[i] for i in missing], [passages[i] for i in missing], batch_size
+            )
+        self.reused += len(questions) - len(missing)
+        self.scored += len(missing)
+        return out
+
+
+def logit_table(features: Sequence[RerankFeatures], texts: Mapping[str, Mapping[str, str]]) -> dict:
+    """(question text, passage id) -> logit over every saved head whose question `texts` knows
+    (split -> question id -> the text the retriever scores, i.e. cleaned); where two files hold the
+    same pair, the first file's logit is kept."""
+    table: dict[tuple[str, str], float] = {}
+    for f in features:
+        for split, heads in f.heads.items():
+            known = texts.get(split, {})
+            for qid, head in heads.items():
+                text = known.get(qid)
+                if text is None:
+                    continue
+                for pid, logit in zip(head.candidates.ids, head.candidates.ce_logits):
+                    table.setdefault((text, pid), logit)
+    return table

@@ -249,3 +249,43 @@ def test_saved_heads_get_their_missing_dense_scores_filled_in(tiny_beir, tmp_pat
         c = saved.candidates
         assert len(c.dense) == len(c.ids) == 4
         np.testing.assert_allclose(c.dense, [expected[pid] for pid in c.ids], atol=1e-4)
+
+
+def test_saved_logits_are_reused_and_only_new_pairs_scored(saved, tiny_beir, tmp_path, tiny_model_dir, capsys):
+    """`evaluate --rerank-logits-from` on another first stage with the same cross-encoder gives what a full
+    scoring gives, and scores only the pairs the saved heads lack; on the same first stage it scores none.
+    Logits of another cross-encoder, or no cross-encoder at all, are refused."""
+    import numpy as np
+
+    a, _ = saved["a"]
+    base = ["evaluate", "--data", str(tiny_beir), "--model", tiny_model_dir, "--cache", str(tmp_path / "cache")]
+    base += ["--split", "test", "--k", "6", "--reranker", str(tmp_path / "a")]
+    same = [*base, "--retriever", "hybrid", "--rerank-depth", "4", "--rerank-weight-from-dev", "train", "--rerank-bm25"]
+    assert main([*same, "--rerank-logits-from", str(a), "--output", str(tmp_path / "same.json")]) == 0
+    again = json.loads((tmp_path / "same.json").read_text())
+    reuse = again["config"]["rerank_logits_from"]
+    assert reuse["pairs_scored"] == 0 and reuse["pairs_reused"] > 0 and reuse["spot_check"]["max_abs_diff"] < 1e-3
+    assert again["MRR@10"] == saved["a"][1]["MRR@10"]
+
+    other = [*base, "--retriever", "dense", "--rerank-depth", "5", "--rerank-weight", "2", "--rerank-bm25-weight", "0"]
+    outs = {}
+    for name, extra in (("fresh", []), ("reused", ["--rerank-logits-from", str(a)])):
+        argv = [*other, *extra, "--output", str(tmp_path / f"{name}.json")]
+        assert main([*argv, "--rerank-features", str(tmp_path / f"{name}.jsonl")]) == 0
+        outs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    reuse = outs["reused"]["config"]["rerank_logits_from"]
+    assert reuse["pairs_reused"] > 0 and reuse["pairs_scored"] > 0  # a deeper head: some pairs are new
+    assert {k: outs["reused"][k] for k in ("MRR@10", "R@1", "R@5")} == {
+        k: outs["fresh"][k] for k in ("MRR@10", "R@1", "R@5")
+    }
+    fresh, reused = (read_features(tmp_path / f"{n}.jsonl").heads["test"] for n in ("fresh", "reused"))
+    for qid, head in fresh.items():
+        assert reused[qid].candidates.ids == head.candidates.ids
+        np.testing.assert_allclose(reused[qid].candidates.ce_logits, head.candidates.ce_logits, atol=1e-4)
+
+    capsys.readouterr()
+    wrong = [arg if arg != str(tmp_path / "a") else str(tmp_path / "b") for arg in same]
+    assert main([*wrong, "--rerank-logits-from", str(a)]) == 2
+    assert "not this cross-encoder's" in capsys.readouterr().err
+    plain = ["evaluate", "--data", str(tiny_beir), "--model", tiny_model_dir, "--rerank-logits-from", str(a)]
+    assert main(plain) == 2 and "needs --reranker" in capsys.readouterr().err
