@@ -4,7 +4,8 @@
 with each passage's dual-encoder inner product, BM25 score and cross-encoder logit, plus the ids
 below the head. Scoring a head is what an evaluation spends its time on (about 1 s a question on
 a 2-core CPU); with the features saved, `python -m engine rerank-mix` tries other weights, or
-averages several cross-encoders' logits, in seconds.
+averages several cross-encoders' logits, in seconds; `evaluate --rerank-logits-from FILE` re-ranks
+another first stage with the same cross-encoder, scoring only the pairs the file lacks (`ReusedLogits`).
 
 File format (JSON Lines, `FORMAT`): a first line `{"format", "corpus_fingerprint", "config"}`,
 then one line per question: `{"split", "id", "ids", "dense", "bm25", "ce_logits", "tail"}` where
