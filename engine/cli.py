@@ -245,6 +245,13 @@ def _reuse_logits(features, ds, retriever) -> dict:
     for f in features:
         if f.corpus_fingerprint != fingerprint:
             raise ValueError(f"--rerank-logits-from {f.path}: made on another corpus (its fingerprint differs)")
+        # pairs shorter than either length score alike, so the spot check alone could miss this
+        length = f.config.get("rerank_max_length")
+        if length is not None and length != retriever.reranker.config.max_length:
+            raise ValueError(
+                f"--rerank-logits-from {f.path}: scored at {length} tokens a pair, this cross-encoder reads "
+                f"{retriever.reranker.config.max_length} (--rerank-max-length {length} reuses it)"
+            )
         table = logit_table([f], texts)
         if not table:
             raise ValueError(f"--rerank-logits-from {f.path}: it holds no question of this data's splits")

@@ -287,5 +287,7 @@ def test_saved_logits_are_reused_and_only_new_pairs_scored(saved, tiny_beir, tmp
     wrong = [arg if arg != str(tmp_path / "a") else str(tmp_path / "b") for arg in same]
     assert main([*wrong, "--rerank-logits-from", str(a)]) == 2
     assert "not this cross-encoder's" in capsys.readouterr().err
+    assert main([*same, "--rerank-max-length", "64", "--rerank-logits-from", str(a)]) == 2
+    assert "this cross-encoder reads 64" in capsys.readouterr().err
     plain = ["evaluate", "--data", str(tiny_beir), "--model", tiny_model_dir, "--rerank-logits-from", str(a)]
     assert main(plain) == 2 and "needs --reranker" in capsys.readouterr().err
