@@ -225,9 +225,10 @@ SPOT_CHECK_TOLERANCE = 0.01  # largest logit difference accepted (ONNX vs PyTorc
 
 def _reuse_logits(features, ds, retriever) -> dict:
     """Wrap the retriever's cross-encoder so that it reuses the saved logits of `features` (one
-    table over every file); each file is checked first: same corpus, and `SPOT_CHECK_PAIRS` of its
-    pairs scored again by this cross-encoder within `SPOT_CHECK_TOLERANCE`. Returns the output's
-    record of the files and the check."""
+    table over every file, the first file's logit where two hold a pair); each file is checked
+    first: same corpus, same `--rerank-max-length`, and `SPOT_CHECK_PAIRS` of its pairs scored
+    again by this cross-encoder within `SPOT_CHECK_TOLERANCE`. Returns the output's record of the
+    files and the check."""
     from engine.rerank_features import ReusedLogits, logit_table
     from engine.retriever import QueryError, clean_question
 
@@ -241,7 +242,7 @@ def _reuse_logits(features, ds, retriever) -> dict:
                 continue  # a question the retriever refuses is never re-ranked
         texts[split] = known
     fingerprint = ds.corpus.fingerprint()
-    worst = 0.0
+    worst, merged = 0.0, {}
     for f in features:
         if f.corpus_fingerprint != fingerprint:
             raise ValueError(f"--rerank-logits-from {f.path}: made on another corpus (its fingerprint differs)")
@@ -252,7 +253,7 @@ def _reuse_logits(features, ds, retriever) -> dict:
                 f"--rerank-logits-from {f.path}: scored at {length} tokens a pair, this cross-encoder reads "
                 f"{retriever.reranker.config.max_length} (--rerank-max-length {length} reuses it)"
             )
-        table = logit_table([f], texts)
+        table = logit_table(f, texts)
         if not table:
             raise ValueError(f"--rerank-logits-from {f.path}: it holds no question of this data's splits")
         pairs = sorted(table)
@@ -266,7 +267,8 @@ def _reuse_logits(features, ds, retriever) -> dict:
                 "--rerank-max-length that wrote it"
             )
         worst = max(worst, diff)
-    retriever.reranker = ReusedLogits(retriever.reranker, logit_table(features, texts))
+        merged = table | merged  # an earlier file's logit wins
+    retriever.reranker = ReusedLogits(retriever.reranker, merged)
     return {
         "files": [f.path for f in features],
         "spot_check": {"pairs_per_file": SPOT_CHECK_PAIRS, "max_abs_diff": round(worst, 6)},

@@ -230,18 +230,14 @@ class ReusedLogits:
         return out
 
 
-def logit_table(features: Sequence[RerankFeatures], texts: Mapping[str, Mapping[str, str]]) -> dict:
-    """(question text, passage id) -> logit over every saved head whose question `texts` knows
-    (split -> question id -> the text the retriever scores, i.e. cleaned); where two files hold the
-    same pair, the first file's logit is kept."""
+def logit_table(features: RerankFeatures, texts: Mapping[str, Mapping[str, str]]) -> dict:
+    """(question text, passage id) -> logit over every saved head of one file whose question `texts`
+    knows (split -> question id -> the text the retriever scores, i.e. cleaned)."""
     table: dict[tuple[str, str], float] = {}
-    for f in features:
-        for split, heads in f.heads.items():
-            known = texts.get(split, {})
-            for qid, head in heads.items():
-                text = known.get(qid)
-                if text is None:
-                    continue
-                for pid, logit in zip(head.candidates.ids, head.candidates.ce_logits):
-                    table.setdefault((text, pid), logit)
+    for split, heads in features.heads.items():
+        known = texts.get(split, {})
+        for qid, head in heads.items():
+            text = known.get(qid)
+            if text is not None:
+                table.update(zip(((text, pid) for pid in head.candidates.ids), head.candidates.ce_logits))
     return table
